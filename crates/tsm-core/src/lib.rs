@@ -1,1 +1,42 @@
-//! tsm-core
+//! # tsm-core
+//!
+//! The mathematics of **Target Score Matching** (De Bortoli, Hutchinson, Wirnsberger, Doucet,
+//! 2024; paper `001` in `shared/papers`), on plain `f64` slices and without tensors:
+//!
+//! - [`schedule`]: noising schedules `X_t = α_t X_0 + σ_t ε` (cosine, linear VP, VE) with the
+//!   forward SDE's drift `f_t` and squared diffusion `g_t²`;
+//! - [`identity`]: the score identities of paper §4.1 as regression targets at a pair
+//!   `(x_0, x_t)`: DSI, TSI, their mixtures (`κ_t`, `κ̄_t`, any fixed `w`) and Phillips et al.'s
+//!   identity (eq. 9);
+//! - [`weighting`]: the four time weightings `λ_t` of paper §4.1 / Fig. 3, normalised;
+//! - [`estimator`]: Monte Carlo score estimators at a point (eq. 18) with standard errors;
+//! - [`target`]: capability traits for a target known through its score, its (unnormalised)
+//!   log density, or its samples;
+//! - [`quadrature`] and [`rng`]: the small numerical utilities the rest relies on.
+//!
+//! **Architecture invariant:** this crate is candle-free; tensors live in `tsm-nn`.
+//!
+//! ```
+//! use tsm_core::schedule::{Cosine, Schedule};
+//! use tsm_core::identity::ScoreIdentity;
+//!
+//! let schedule = Cosine;
+//! let kappa = ScoreIdentity::Kappa { sigma_data_sq: 1.0 };
+//! // L_κ is finite at both ends of the cosine schedule.
+//! assert!(kappa.coefficients(&schedule, 0.0).is_ok());
+//! assert!(kappa.coefficients(&schedule, 1.0).is_ok());
+//! // L_DSI is undefined at t = 0 (σ_0 = 0): a typed error, not a NaN.
+//! assert!(ScoreIdentity::Dsi.coefficients(&schedule, 0.0).is_err());
+//! ```
+#![deny(missing_docs)]
+
+mod error;
+pub mod estimator;
+pub mod identity;
+pub mod quadrature;
+pub mod rng;
+pub mod schedule;
+pub mod target;
+pub mod weighting;
+
+pub use error::{Error, Result};

@@ -1,0 +1,136 @@
+//! The crate's error type.
+
+/// Everything that can go wrong in `tsm-core`: every variant carries the offending values.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A time outside the schedule's range `[0, 1]` (or a non-finite time).
+    #[error("time t = {t} is outside [0, 1]")]
+    TimeOutOfRange {
+        /// The offending time.
+        t: f64,
+    },
+    /// A time range that is empty, reversed or not inside `[0, 1]`.
+    #[error("time range [{t_min}, {t_max}] must satisfy 0 <= t_min < t_max <= 1")]
+    InvalidTimeRange {
+        /// Lower end.
+        t_min: f64,
+        /// Upper end.
+        t_max: f64,
+    },
+    /// A parameter that must be finite and positive was not.
+    #[error("parameter `{name}` must be finite and positive, got {value}")]
+    NonPositive {
+        /// Which parameter.
+        name: &'static str,
+        /// The offending value.
+        value: f64,
+    },
+    /// A parameter outside its allowed interval.
+    #[error("parameter `{name}` = {value} is outside {allowed}")]
+    OutOfRange {
+        /// Which parameter.
+        name: &'static str,
+        /// The offending value.
+        value: f64,
+        /// The allowed interval, in words.
+        allowed: &'static str,
+    },
+    /// Two parameters in the wrong order (e.g. `β_min > β_max`).
+    #[error("`{low}` = {low_value} must be below `{high}` = {high_value}")]
+    Unordered {
+        /// Name of the parameter that should be smaller.
+        low: &'static str,
+        /// Its value.
+        low_value: f64,
+        /// Name of the parameter that should be larger.
+        high: &'static str,
+        /// Its value.
+        high_value: f64,
+    },
+    /// A regression target evaluated where it has no finite value (e.g. `L_DSI` at `σ_t = 0`).
+    #[error("the {identity} target is undefined at t = {t} ({reason})")]
+    UndefinedAt {
+        /// The identity's short name.
+        identity: &'static str,
+        /// The time.
+        t: f64,
+        /// Why, in words.
+        reason: &'static str,
+    },
+    /// An identity that only holds for a variance-preserving schedule (`σ_t² = 1 − α_t²`).
+    #[error("the {identity} identity needs a variance-preserving schedule, got `{schedule}`")]
+    NotVariancePreserving {
+        /// The identity's short name.
+        identity: &'static str,
+        /// The schedule's name.
+        schedule: &'static str,
+    },
+    /// Slices of the wrong length.
+    #[error("dimension mismatch in {op}: expected {expected}, got {got}")]
+    DimMismatch {
+        /// Expected length.
+        expected: usize,
+        /// Actual length.
+        got: usize,
+        /// The operation that checked.
+        op: &'static str,
+    },
+    /// A name (schedule, weighting, identity) that is not known; lists the valid ones.
+    #[error("unknown {kind} `{name}`; valid names: {valid}")]
+    UnknownName {
+        /// What kind of thing was looked up.
+        kind: &'static str,
+        /// The name given.
+        name: String,
+        /// The valid names, comma separated.
+        valid: String,
+    },
+    /// A Monte Carlo or importance-sampling estimate with too few usable draws.
+    #[error("{op} needs at least {needed} draws, got {got}")]
+    TooFewDraws {
+        /// The operation.
+        op: &'static str,
+        /// Minimum number.
+        needed: usize,
+        /// Number given.
+        got: usize,
+    },
+    /// All importance weights underflowed or were non-finite.
+    #[error("all {count} importance weights are zero or non-finite (log-weights max = {max_log_weight})")]
+    DegenerateWeights {
+        /// Number of proposals.
+        count: usize,
+        /// The largest log-weight seen (may be −∞ or NaN).
+        max_log_weight: f64,
+    },
+    /// A non-finite value produced from finite input.
+    #[error("non-finite value in {op}: {value}")]
+    NonFinite {
+        /// Where.
+        op: &'static str,
+        /// The value.
+        value: f64,
+    },
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Checks that `value` is finite and strictly positive.
+pub(crate) fn positive(name: &'static str, value: f64) -> Result<f64> {
+    if value.is_finite() && value > 0.0 {
+        Ok(value)
+    } else {
+        Err(Error::NonPositive { name, value })
+    }
+}
+
+/// Formats a list of valid names for [`Error::UnknownName`].
+pub(crate) fn unknown_name(kind: &'static str, name: &str, valid: &[&str]) -> Error {
+    Error::UnknownName {
+        kind,
+        name: name.to_owned(),
+        valid: valid.join(", "),
+    }
+}

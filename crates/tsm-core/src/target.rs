@@ -1,0 +1,53 @@
+//! What we may know about a target `p_0` on `ℝ^d`, split by capability.
+//!
+//! - [`Score`]: `∇log p_0(x)` — all that TSM's loss needs;
+//! - [`LogDensity`]: an (unnormalised) `log p_0(x)` as well — what importance sampling needs;
+//! - [`Sample`]: i.i.d. draws `x ~ p_0` — what training data needs.
+//!
+//! The slice methods are the hot path and take lengths on trust (checked in debug builds);
+//! validate once at the boundary with [`check_dim`].
+//! States on a Lie group, or scores conditioned on an observation, will get traits of their
+//! own beside these rather than overloading them.
+
+use rand::Rng;
+
+use crate::{Error, Result};
+
+/// A target on `ℝ^d` whose score `∇log p_0` can be evaluated.
+pub trait Score {
+    /// The dimension `d`.
+    fn dim(&self) -> usize;
+    /// Writes `∇log p_0(x)` into `out` (`x.len() == out.len() == dim`).
+    fn score(&self, x: &[f64], out: &mut [f64]);
+}
+
+/// A target whose log density is known, possibly up to an additive constant.
+pub trait LogDensity: Score {
+    /// `log p_0(x) + C` for a constant `C` independent of `x` (`x.len() == dim`).
+    fn log_density(&self, x: &[f64]) -> f64;
+}
+
+/// A target that can be sampled exactly.
+pub trait Sample {
+    /// The dimension `d`.
+    fn dim(&self) -> usize;
+    /// Writes one draw `x ~ p_0` into `out` (`out.len() == dim`).
+    fn sample_into<R: Rng + ?Sized>(&self, rng: &mut R, out: &mut [f64]);
+}
+
+/// Draws from a posterior `p(x_0 | x_t)` at a fixed `x_t`.
+pub trait PosteriorSample {
+    /// The dimension `d`.
+    fn dim(&self) -> usize;
+    /// Writes one draw `x_0 ~ p(x_0 | x_t)` into `out` (`out.len() == dim`).
+    fn sample_into<R: Rng + ?Sized>(&self, rng: &mut R, out: &mut [f64]);
+}
+
+/// Returns `Ok(())` if `got == expected`, else [`Error::DimMismatch`] naming `op`.
+pub fn check_dim(expected: usize, got: usize, op: &'static str) -> Result<()> {
+    if expected == got {
+        Ok(())
+    } else {
+        Err(Error::DimMismatch { expected, got, op })
+    }
+}
