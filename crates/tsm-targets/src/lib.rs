@@ -1,1 +1,28 @@
-//! tsm-targets
+//! # tsm-targets
+//!
+//! Targets with a known score for Target Score Matching. Today: Gaussian mixtures in `d`
+//! dimensions with diagonal covariances, whose noised marginals `p_t` and posteriors
+//! `p(x_0 | x_t)` are again Gaussian mixtures in closed form (paper `001` §4.1, eq. 17), and the
+//! named targets of the paper's figures ([`named`]). Lie-group, bridge and simulator targets
+//! will live here too.
+//!
+//! ```
+//! use tsm_core::schedule::Cosine;
+//! use tsm_core::target::Score;
+//! use tsm_targets::named;
+//!
+//! let target = named::by_name("easy_mixture").unwrap();
+//! let p_t = target.noised(&Cosine, 0.5).unwrap();     // the exact marginal at t = 0.5
+//! let mut s = [0.0];
+//! p_t.score(&[0.3], &mut s);                           // ∇log p_t(0.3)
+//! assert!(s[0].is_finite());
+//! assert!(named::by_name("banana").is_err());          // lists the valid names
+//! ```
+#![deny(missing_docs)]
+
+mod error;
+pub mod mixture;
+pub mod named;
+
+pub use error::{Error, Result};
+pub use mixture::{GaussianMixture, MixturePosterior};

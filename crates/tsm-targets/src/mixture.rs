@@ -1,0 +1,518 @@
+//! Gaussian mixtures with diagonal covariances, their noised marginals and their posteriors.
+//!
+//! ```text
+//! p_0(x)        = Σᵢ πᵢ N(x; μᵢ, diag sᵢ²)
+//! p_t(x)        = Σᵢ πᵢ N(x; α_t μᵢ, diag(α_t² sᵢ² + σ_t²))                 (paper §4.1)
+//! p(x_0 | x_t)  = Σᵢ πᵢ,ₜ N(x_0; νᵢ, diag γᵢ²)                              (eq. 17)
+//!   πᵢ,ₜ ∝ πᵢ N(x_t; α_t μᵢ, diag(α_t² sᵢ² + σ_t²))
+//!   νᵢ   = (σ_t² μᵢ + α_t sᵢ² x_t) / (σ_t² + α_t² sᵢ²)
+//!   γᵢ²  = sᵢ² σ_t² / (σ_t² + α_t² sᵢ²)
+//! ```
+//!
+//! Reading taken of eq. 17, whose extraction is garbled: with `c²ᵢ,ₜ = α_t sᵢ²` (the paper's
+//! `α_t(σᵢ² + μᵢ²) − μᵢ μᵢ,ₜ`) and `σᵢ,ₜ² = α_t² sᵢ² + σ_t²`, the paper's
+//! `νᵢ = μᵢ + c²ᵢ,ₜ/σᵢ,ₜ² (x_t − μᵢ,ₜ)` and `γᵢ² = sᵢ² − c⁴ᵢ,ₜ/σᵢ,ₜ²` are the forms above
+//! (Gaussian conditioning of `x_0` on `x_t = α_t x_0 + σ_t ε`). They are finite at both ends:
+//! at `σ_t = 0` the posterior is `δ(x_0 − x_t/α_t)`, at `α_t = 0` it is the prior.
+//!
+//! # References
+//! [^1]: De Bortoli et al. (2024), *Target Score Matching*, §4.1, eq. 17.
+
+use rand::Rng;
+use rand_distr::StandardNormal;
+use tsm_core::schedule::{check_time, Schedule};
+use tsm_core::target::{LogDensity, PosteriorSample, Sample, Score};
+
+use crate::error::check_len;
+use crate::{Error, Result};
+
+const LN_2PI: f64 = 1.837_877_066_409_345_5;
+
+/// A Gaussian mixture on `ℝ^d` with diagonal covariances.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GaussianMixture {
+    dim: usize,
+    weights: Vec<f64>,
+    cumulative: Vec<f64>,
+    // Flattened [component * dim + coordinate].
+    means: Vec<f64>,
+    stds: Vec<f64>,
+    inv_vars: Vec<f64>,
+    // log πᵢ − Σⱼ log sᵢⱼ − d/2 log 2π.
+    log_norms: Vec<f64>,
+}
+
+impl GaussianMixture {
+    /// A mixture with diagonal covariances.
+    ///
+    /// # Parameters
+    /// - `weights` (`πᵢ`): finite, `≥ 0`, summing to 1 within `1e-9`;
+    /// - `means` (`μᵢ`): one finite vector of length `d ≥ 1` per component;
+    /// - `stds` (`sᵢ`): one vector of length `d` per component, entries finite and `> 0`.
+    ///
+    /// # Errors
+    /// [`Error::Empty`], [`Error::InvalidWeights`], [`Error::NegativeWeight`],
+    /// [`Error::DimMismatch`], [`Error::NonFiniteMean`], [`Error::NonPositiveStd`].
+    ///
+    /// # Examples
+    /// ```
+    /// use tsm_targets::GaussianMixture;
+    /// let ok = GaussianMixture::new(vec![0.5, 0.5], vec![vec![-1.0], vec![1.0]], vec![vec![0.5], vec![0.5]]);
+    /// assert!(ok.is_ok());
+    /// let bad = GaussianMixture::new(vec![0.5, 0.6], vec![vec![-1.0], vec![1.0]], vec![vec![0.5], vec![0.5]]);
+    /// assert!(bad.is_err());
+    /// ```
+    pub fn new(weights: Vec<f64>, means: Vec<Vec<f64>>, stds: Vec<Vec<f64>>) -> Result<Self> {
+        let n = weights.len();
+        if n == 0 {
+            return Err(Error::Empty);
+        }
+        check_len(n, means.len(), "GaussianMixture::new (means per component)")?;
+        check_len(n, stds.len(), "GaussianMixture::new (stds per component)")?;
+        for (index, &value) in weights.iter().enumerate() {
+            if !(value.is_finite() && value >= 0.0) {
+                return Err(Error::NegativeWeight { index, value });
+            }
+        }
+        let sum: f64 = weights.iter().sum();
+        if (sum - 1.0).abs() > 1e-9 {
+            return Err(Error::InvalidWeights { sum });
+        }
+        let dim = means[0].len();
+        if dim == 0 {
+            return Err(Error::DimMismatch {
+                expected: 1,
+                got: 0,
+                op: "GaussianMixture::new (dimension)",
+            });
+        }
+        for (component, (m, s)) in means.iter().zip(&stds).enumerate() {
+            check_len(dim, m.len(), "GaussianMixture::new (mean length)")?;
+            check_len(dim, s.len(), "GaussianMixture::new (std length)")?;
+            for (coordinate, (&mv, &sv)) in m.iter().zip(s).enumerate() {
+                if !mv.is_finite() {
+                    return Err(Error::NonFiniteMean {
+                        component,
+                        coordinate,
+                        value: mv,
+                    });
+                }
+                if !(sv.is_finite() && sv > 0.0) {
+                    return Err(Error::NonPositiveStd {
+                        component,
+                        coordinate,
+                        value: sv,
+                    });
+                }
+            }
+        }
+        Ok(Self::from_validated(
+            dim,
+            weights,
+            means.concat(),
+            stds.concat(),
+        ))
+    }
+
+    /// A mixture with isotropic components `N(μᵢ, sᵢ² I)`; errors as [`GaussianMixture::new`].
+    pub fn isotropic(weights: Vec<f64>, means: Vec<Vec<f64>>, stds: Vec<f64>) -> Result<Self> {
+        check_len(
+            means.len(),
+            stds.len(),
+            "GaussianMixture::isotropic (stds per component)",
+        )?;
+        let stds = means
+            .iter()
+            .zip(&stds)
+            .map(|(m, &s)| vec![s; m.len()])
+            .collect();
+        Self::new(weights, means, stds)
+    }
+
+    /// A one-dimensional mixture; errors as [`GaussianMixture::new`].
+    pub fn univariate(weights: &[f64], means: &[f64], stds: &[f64]) -> Result<Self> {
+        check_len(
+            weights.len(),
+            means.len(),
+            "GaussianMixture::univariate (means)",
+        )?;
+        check_len(
+            weights.len(),
+            stds.len(),
+            "GaussianMixture::univariate (stds)",
+        )?;
+        Self::new(
+            weights.to_vec(),
+            means.iter().map(|&m| vec![m]).collect(),
+            stds.iter().map(|&s| vec![s]).collect(),
+        )
+    }
+
+    /// The isotropic Gaussian `N(0, s² I_d)`; errors for `d = 0` or `s ≤ 0`.
+    pub fn gaussian(dim: usize, std: f64) -> Result<Self> {
+        Self::isotropic(vec![1.0], vec![vec![0.0; dim]], vec![std])
+    }
+
+    fn from_validated(dim: usize, weights: Vec<f64>, means: Vec<f64>, stds: Vec<f64>) -> Self {
+        let mut acc = 0.0;
+        let mut cumulative: Vec<f64> = weights
+            .iter()
+            .map(|w| {
+                acc += w;
+                acc
+            })
+            .collect();
+        // Guard the last bin against rounding so that a uniform draw always lands somewhere.
+        if let Some(last) = cumulative.last_mut() {
+            *last = f64::INFINITY;
+        }
+        let inv_vars = stds.iter().map(|s| 1.0 / (s * s)).collect();
+        let log_norms = weights
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                w.ln()
+                    - stds[i * dim..(i + 1) * dim]
+                        .iter()
+                        .map(|s| s.ln())
+                        .sum::<f64>()
+                    - 0.5 * dim as f64 * LN_2PI
+            })
+            .collect();
+        Self {
+            dim,
+            weights,
+            cumulative,
+            means,
+            stds,
+            inv_vars,
+            log_norms,
+        }
+    }
+
+    /// Number of components.
+    pub fn n_components(&self) -> usize {
+        self.weights.len()
+    }
+    /// The weights `πᵢ`.
+    pub fn weights(&self) -> &[f64] {
+        &self.weights
+    }
+    /// The mean `μᵢ` of component `i`.
+    pub fn component_mean(&self, i: usize) -> &[f64] {
+        &self.means[i * self.dim..(i + 1) * self.dim]
+    }
+    /// The standard deviations `sᵢ` of component `i`.
+    pub fn component_std(&self, i: usize) -> &[f64] {
+        &self.stds[i * self.dim..(i + 1) * self.dim]
+    }
+
+    /// The mean `Σ πᵢ μᵢ`.
+    pub fn mean(&self) -> Vec<f64> {
+        (0..self.dim)
+            .map(|j| {
+                (0..self.n_components())
+                    .map(|i| self.weights[i] * self.means[i * self.dim + j])
+                    .sum()
+            })
+            .collect()
+    }
+
+    /// `σ_data²`: the variance of the mixture, averaged over coordinates.
+    pub fn variance_per_dim(&self) -> f64 {
+        let mean = self.mean();
+        let total: f64 = (0..self.dim)
+            .map(|j| {
+                (0..self.n_components())
+                    .map(|i| {
+                        let k = i * self.dim + j;
+                        self.weights[i] * (self.stds[k].powi(2) + (self.means[k] - mean[j]).powi(2))
+                    })
+                    .sum::<f64>()
+            })
+            .sum();
+        total / self.dim as f64
+    }
+
+    /// `σ_mode² = Σ πᵢ sᵢ²`, averaged over coordinates.
+    pub fn mode_variance(&self) -> f64 {
+        let total: f64 = (0..self.n_components())
+            .map(|i| self.weights[i] * self.component_std(i).iter().map(|s| s * s).sum::<f64>())
+            .sum();
+        total / self.dim as f64
+    }
+
+    /// `log πᵢ + log N(x; μᵢ, diag sᵢ²)` for component `i` (no checks).
+    #[inline(always)]
+    fn component_log_density(&self, i: usize, x: &[f64]) -> f64 {
+        let d = self.dim;
+        let (m, iv) = (
+            &self.means[i * d..(i + 1) * d],
+            &self.inv_vars[i * d..(i + 1) * d],
+        );
+        let mut q = 0.0;
+        for j in 0..d {
+            let r = x[j] - m[j];
+            q += r * r * iv[j];
+        }
+        self.log_norms[i] - 0.5 * q
+    }
+
+    /// The exact noised marginal `p_t` (a mixture with means `α_t μᵢ`, variances
+    /// `α_t² sᵢ² + σ_t²`).
+    ///
+    /// # Errors
+    /// `Error::Core(TimeOutOfRange)` for `t ∉ [0, 1]`.
+    pub fn noised(&self, schedule: &(impl Schedule + ?Sized), t: f64) -> Result<Self> {
+        check_time(t)?;
+        let (a, s2) = (schedule.alpha(t), schedule.sigma_sq(t));
+        let means = self.means.iter().map(|m| a * m).collect();
+        let stds = self
+            .stds
+            .iter()
+            .map(|s| (a * a * s * s + s2).sqrt())
+            .collect();
+        Ok(Self::from_validated(
+            self.dim,
+            self.weights.clone(),
+            means,
+            stds,
+        ))
+    }
+
+    /// The exact posterior `p(x_0 | x_t)` (eq. 17).
+    ///
+    /// # Errors
+    /// As [`GaussianMixture::posterior_into`].
+    pub fn posterior(
+        &self,
+        schedule: &(impl Schedule + ?Sized),
+        t: f64,
+        x_t: &[f64],
+    ) -> Result<MixturePosterior> {
+        let mut post = MixturePosterior::with_shape(self.n_components(), self.dim);
+        self.posterior_into(schedule, t, x_t, &mut post)?;
+        Ok(post)
+    }
+
+    /// Writes the exact posterior `p(x_0 | x_t)` (eq. 17) into `post`, reusing its buffers.
+    ///
+    /// # Errors
+    /// `Error::Core(TimeOutOfRange)` for `t ∉ [0, 1]`; [`Error::DimMismatch`] if `x_t` or
+    /// `post` has the wrong shape; `Error::Core(NonFinite)` if `x_t` is not finite.
+    pub fn posterior_into(
+        &self,
+        schedule: &(impl Schedule + ?Sized),
+        t: f64,
+        x_t: &[f64],
+        post: &mut MixturePosterior,
+    ) -> Result<()> {
+        check_time(t)?;
+        let (d, n) = (self.dim, self.n_components());
+        check_len(d, x_t.len(), "GaussianMixture::posterior (x_t)")?;
+        check_len(d, post.dim, "GaussianMixture::posterior (buffer dim)")?;
+        check_len(
+            n,
+            post.cumulative.len(),
+            "GaussianMixture::posterior (buffer components)",
+        )?;
+        if let Some(&value) = x_t.iter().find(|v| !v.is_finite()) {
+            return Err(tsm_core::Error::NonFinite {
+                op: "posterior x_t",
+                value,
+            }
+            .into());
+        }
+        let (a, s2) = (schedule.alpha(t), schedule.sigma_sq(t));
+        let mut max_log = f64::NEG_INFINITY;
+        for i in 0..n {
+            let mut log_w = self.weights[i].ln();
+            for j in 0..d {
+                let k = i * d + j;
+                let prior_var = self.stds[k] * self.stds[k];
+                let marg_var = a * a * prior_var + s2;
+                let r = x_t[j] - a * self.means[k];
+                log_w -= 0.5 * (r * r / marg_var + marg_var.ln() + LN_2PI);
+                post.means[k] = (s2 * self.means[k] + a * prior_var * x_t[j]) / marg_var;
+                post.stds[k] = (prior_var * s2 / marg_var).sqrt();
+            }
+            post.cumulative[i] = log_w;
+            max_log = max_log.max(log_w);
+        }
+        // Normalise the weights (log-sum-exp) and accumulate.
+        let mut acc = 0.0;
+        for c in post.cumulative.iter_mut() {
+            acc += (*c - max_log).exp();
+            *c = acc;
+        }
+        for c in post.cumulative.iter_mut() {
+            *c /= acc;
+        }
+        if let Some(last) = post.cumulative.last_mut() {
+            *last = f64::INFINITY;
+        }
+        Ok(())
+    }
+}
+
+/// Picks a component by inverse CDF on cumulative weights whose last entry is `+∞`.
+#[inline(always)]
+fn pick(cumulative: &[f64], u: f64) -> usize {
+    // Branch-free for the common 1–2 component case: count the bins below u.
+    cumulative.iter().take_while(|&&c| c <= u).count()
+}
+
+impl Score for GaussianMixture {
+    fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// `∇log p(x) = Σᵢ rᵢ(x) · (−(x − μᵢ)/sᵢ²)`, `rᵢ` the responsibilities, by a one-pass
+    /// streaming log-sum-exp (no allocation).
+    fn score(&self, x: &[f64], out: &mut [f64]) {
+        debug_assert_eq!(x.len(), self.dim);
+        debug_assert_eq!(out.len(), self.dim);
+        let d = self.dim;
+        if self.n_components() == 1 {
+            for j in 0..d {
+                out[j] = -(x[j] - self.means[j]) * self.inv_vars[j];
+            }
+            return;
+        }
+        out.fill(0.0);
+        let (mut max_log, mut total) = (f64::NEG_INFINITY, 0.0);
+        for i in 0..self.n_components() {
+            let l = self.component_log_density(i, x);
+            let (m, iv) = (
+                &self.means[i * d..(i + 1) * d],
+                &self.inv_vars[i * d..(i + 1) * d],
+            );
+            let w = if l > max_log {
+                let rescale = (max_log - l).exp();
+                total *= rescale;
+                out.iter_mut().for_each(|o| *o *= rescale);
+                max_log = l;
+                1.0
+            } else {
+                (l - max_log).exp()
+            };
+            total += w;
+            for j in 0..d {
+                out[j] -= w * (x[j] - m[j]) * iv[j];
+            }
+        }
+        let inv = 1.0 / total;
+        out.iter_mut().for_each(|o| *o *= inv);
+    }
+}
+
+impl LogDensity for GaussianMixture {
+    /// The normalised `log p(x)`, by log-sum-exp.
+    fn log_density(&self, x: &[f64]) -> f64 {
+        debug_assert_eq!(x.len(), self.dim);
+        let (mut max_log, mut total) = (f64::NEG_INFINITY, 0.0);
+        for i in 0..self.n_components() {
+            let l = self.component_log_density(i, x);
+            if l > max_log {
+                total = total * (max_log - l).exp() + 1.0;
+                max_log = l;
+            } else {
+                total += (l - max_log).exp();
+            }
+        }
+        max_log + total.ln()
+    }
+}
+
+impl Sample for GaussianMixture {
+    fn dim(&self) -> usize {
+        self.dim
+    }
+    fn sample_into<R: Rng + ?Sized>(&self, rng: &mut R, out: &mut [f64]) {
+        let i = pick(&self.cumulative, rng.random::<f64>());
+        let d = self.dim;
+        for j in 0..d {
+            let z: f64 = rng.sample(StandardNormal);
+            out[j] = self.means[i * d + j] + self.stds[i * d + j] * z;
+        }
+    }
+}
+
+/// The posterior `p(x_0 | x_t)` of a [`GaussianMixture`] at one `x_t` (eq. 17): a mixture with
+/// weights `πᵢ,ₜ`, means `νᵢ`, standard deviations `γᵢ`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MixturePosterior {
+    dim: usize,
+    cumulative: Vec<f64>,
+    means: Vec<f64>,
+    stds: Vec<f64>,
+}
+
+impl MixturePosterior {
+    /// An empty buffer for `n` components in dimension `d`, to fill with
+    /// [`GaussianMixture::posterior_into`].
+    pub fn with_shape(n_components: usize, dim: usize) -> Self {
+        Self {
+            dim,
+            cumulative: vec![0.0; n_components],
+            means: vec![0.0; n_components * dim],
+            stds: vec![0.0; n_components * dim],
+        }
+    }
+
+    /// The posterior weights `πᵢ,ₜ`.
+    pub fn weights(&self) -> Vec<f64> {
+        let mut prev = 0.0;
+        self.cumulative
+            .iter()
+            .map(|&c| {
+                let c = if c.is_infinite() { 1.0 } else { c };
+                let w = c - prev;
+                prev = c;
+                w
+            })
+            .collect()
+    }
+
+    /// The posterior mean `E[x_0 | x_t] = Σᵢ πᵢ,ₜ νᵢ`.
+    pub fn mean(&self) -> Vec<f64> {
+        let w = self.weights();
+        (0..self.dim)
+            .map(|j| {
+                w.iter()
+                    .enumerate()
+                    .map(|(i, wi)| wi * self.means[i * self.dim + j])
+                    .sum()
+            })
+            .collect()
+    }
+
+    /// The component means `νᵢ`, flattened `[component * dim + coordinate]`.
+    pub fn component_means(&self) -> &[f64] {
+        &self.means
+    }
+
+    /// The component standard deviations `γᵢ`, flattened like the means.
+    pub fn component_stds(&self) -> &[f64] {
+        &self.stds
+    }
+}
+
+impl PosteriorSample for MixturePosterior {
+    fn dim(&self) -> usize {
+        self.dim
+    }
+    #[inline]
+    fn sample_into<R: Rng + ?Sized>(&self, rng: &mut R, out: &mut [f64]) {
+        let d = self.dim;
+        let i = if self.cumulative.len() == 1 {
+            0
+        } else {
+            pick(&self.cumulative, rng.random::<f64>())
+        };
+        for j in 0..d {
+            let z: f64 = rng.sample(StandardNormal);
+            out[j] = self.means[i * d + j] + self.stds[i * d + j] * z;
+        }
+    }
+}
