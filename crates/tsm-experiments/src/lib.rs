@@ -1,1 +1,24 @@
-//! tsm-experiments
+//! Shared plumbing for the figure binaries: command-line arguments common to every figure,
+//! output folders, atomic CSV/JSON writing with a run record, tracing set-up, and plots that
+//! render the same on any machine (a bundled font, no system fonts).
+//!
+//! Each binary in `src/bin/` reproduces one figure; `cargo xtask reproduce-figN` runs it.
+
+pub mod cli;
+pub mod output;
+pub mod plot;
+
+pub use cli::FigureArgs;
+pub use output::{OutputDir, RunRecord};
+
+/// Initialises `tracing` once: `RUST_LOG` filters (default `info`), logs to stderr.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // A second initialisation (in tests) is harmless: ignore its error.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}

@@ -1,0 +1,152 @@
+//! Output folders and files: every figure writes `<name>.csv`, `.svg`, `.png` and a
+//! `<name>.json` run record (parameters, seed, crate version, wall time) — SPEC §5.
+//!
+//! Files are written to a temporary sibling and renamed into place, so an interrupted run
+//! never leaves a half-written file under the final name.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+/// A validated, writable output folder.
+#[derive(Debug, Clone)]
+pub struct OutputDir {
+    path: PathBuf,
+}
+
+impl OutputDir {
+    /// Creates `path` (and parents) and checks that a file can be written in it.
+    ///
+    /// # Errors
+    /// Names the `--out` flag and the path when the folder cannot be created or written.
+    pub fn create(path: impl Into<PathBuf>) -> Result<Self> {
+        let path = path.into();
+        fs::create_dir_all(&path).with_context(|| {
+            format!("--out {}: cannot create the output folder", path.display())
+        })?;
+        let probe = path.join(".tsm-write-probe");
+        fs::write(&probe, b"")
+            .and_then(|()| fs::remove_file(&probe))
+            .with_context(|| {
+                format!(
+                    "--out {}: the output folder is not writable",
+                    path.display()
+                )
+            })?;
+        Ok(Self { path })
+    }
+
+    /// The folder.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `folder/file`.
+    pub fn file(&self, file: &str) -> PathBuf {
+        self.path.join(file)
+    }
+
+    /// Writes rows as a tidy CSV (header from the struct's field names), atomically.
+    pub fn write_csv<T: Serialize>(&self, file: &str, rows: &[T]) -> Result<PathBuf> {
+        let mut writer = csv::Writer::from_writer(Vec::new());
+        for row in rows {
+            writer.serialize(row)?;
+        }
+        let bytes = writer.into_inner().context("flushing CSV")?;
+        let path = self.file(file);
+        write_atomic(&path, &bytes)?;
+        Ok(path)
+    }
+
+    /// Writes a value as pretty JSON, atomically.
+    pub fn write_json<T: Serialize>(&self, file: &str, value: &T) -> Result<PathBuf> {
+        let mut bytes = serde_json::to_vec_pretty(value)?;
+        bytes.push(b'\n');
+        let path = self.file(file);
+        write_atomic(&path, &bytes)?;
+        Ok(path)
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same folder and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension(format!(
+        "{}.tmp",
+        path.extension().and_then(|e| e.to_str()).unwrap_or("")
+    ));
+    {
+        let mut file =
+            fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+    }
+    fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    Ok(())
+}
+
+/// The JSON record written beside every figure.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRecord<P: Serialize> {
+    /// Figure or run name.
+    pub figure: String,
+    /// `tsm-experiments` version.
+    pub version: &'static str,
+    /// The seed.
+    pub seed: u64,
+    /// Whether this was a `--quick` run.
+    pub quick: bool,
+    /// Figure-specific parameters.
+    pub parameters: P,
+    /// Wall time of the computation, in seconds.
+    pub wall_time_s: f64,
+    /// Threads used by rayon.
+    pub threads: usize,
+    /// Files written (names inside the output folder).
+    pub files: Vec<String>,
+}
+
+/// Times a run and builds its [`RunRecord`].
+#[derive(Debug)]
+pub struct RunTimer {
+    start: Instant,
+}
+
+impl RunTimer {
+    /// Starts the clock.
+    pub fn start() -> Self {
+        Self {
+            start: Instant::now(),
+        }
+    }
+
+    /// Seconds since start.
+    pub fn elapsed_s(&self) -> f64 {
+        self.start.elapsed().as_secs_f64()
+    }
+
+    /// The record of a finished run.
+    pub fn record<P: Serialize>(
+        &self,
+        figure: &str,
+        seed: u64,
+        quick: bool,
+        parameters: P,
+        files: &[&str],
+    ) -> RunRecord<P> {
+        RunRecord {
+            figure: figure.to_owned(),
+            version: env!("CARGO_PKG_VERSION"),
+            seed,
+            quick,
+            parameters,
+            wall_time_s: self.elapsed_s(),
+            threads: rayon::current_num_threads(),
+            files: files.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+}
