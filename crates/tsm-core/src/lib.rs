@@ -10,6 +10,9 @@
 //!   identity (eq. 9);
 //! - [`weighting`]: the four time weightings `λ_t` of paper §4.1 / Fig. 3, normalised;
 //! - [`estimator`]: Monte Carlo score estimators at a point (eq. 18) with standard errors;
+//! - [`snis`]: self-normalised importance sampling of the score from an unnormalised density
+//!   (§2, the iDEM estimator), with ESS and standard errors; [`gaussian_variance`]: App. C's
+//!   closed-form estimator variances for a Gaussian target;
 //! - [`target`]: capability traits for a target known through its score, its (unnormalised)
 //!   log density, or its samples;
 //! - [`quadrature`] and [`rng`]: the small numerical utilities the rest relies on.
@@ -32,10 +35,12 @@
 
 mod error;
 pub mod estimator;
+pub mod gaussian_variance;
 pub mod identity;
 pub mod quadrature;
 pub mod rng;
 pub mod schedule;
+pub mod snis;
 pub mod target;
 pub mod weighting;
 
