@@ -35,6 +35,7 @@
 
 mod error;
 pub mod estimator;
+pub mod fastmath;
 pub mod gaussian_variance;
 pub mod identity;
 pub mod quadrature;

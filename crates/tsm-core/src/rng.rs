@@ -42,3 +42,167 @@ mod tests {
         assert_ne!(first(1, 2), first(2, 2));
     }
 }
+
+/// Fast standard normal draws: the 128-layer ziggurat of Marsaglia & Tsang (2000) in
+/// Doornik's ZIGNOR form (2005), using one `u64` per draw on the fast path (~99% of draws):
+/// the low 7 bits pick the layer, the top 52 bits give a uniform on `(−1, 1)`.
+///
+/// `rand_distr::StandardNormal` is also a ziggurat, but through generic closures that the
+/// compiler does not flatten; this one is about twice as fast in the Fig. 2 loop, which spends
+/// most of its time here.
+///
+/// # References
+/// [^1]: Marsaglia & Tsang (2000), *The ziggurat method for generating random variables*, JSS 5(8).
+/// [^2]: Doornik (2005), *An improved ziggurat method to generate normal random samples*.
+pub mod normal {
+    use std::sync::LazyLock;
+
+    use rand::Rng;
+
+    const LAYERS: usize = 128;
+    /// Start of the right tail.
+    const R: f64 = 3.442_619_855_899;
+    /// Area of each layer.
+    const V: f64 = 9.912_563_035_262_17e-3;
+
+    struct Tables {
+        /// Layer edges `x_i`, `x_0 = V/f(R)` (the base strip's virtual width), `x_1 = R`,
+        /// `x_128 = 0`.
+        x: [f64; LAYERS + 1],
+        /// `x_{i+1}/x_i`: below it a draw is inside the layer's rectangle.
+        ratio: [f64; LAYERS],
+    }
+
+    static TABLES: LazyLock<Tables> = LazyLock::new(|| {
+        let mut x = [0.0; LAYERS + 1];
+        let mut f = (-0.5 * R * R).exp();
+        x[0] = V / f;
+        x[1] = R;
+        for i in 2..LAYERS {
+            x[i] = (-2.0 * (V / x[i - 1] + f).ln()).sqrt();
+            f = (-0.5 * x[i] * x[i]).exp();
+        }
+        x[LAYERS] = 0.0;
+        let mut ratio = [0.0; LAYERS];
+        for i in 0..LAYERS {
+            ratio[i] = x[i + 1] / x[i];
+        }
+        Tables { x, ratio }
+    });
+
+    /// A uniform on `[−1, 1)` from the top 52 bits of `bits`.
+    #[inline(always)]
+    fn signed_unit(bits: u64) -> f64 {
+        f64::from_bits(0x4000_0000_0000_0000 | (bits >> 12)) - 3.0
+    }
+
+    /// One draw from `N(0, 1)`.
+    #[inline]
+    pub fn sample<R: Rng + ?Sized>(rng: &mut R) -> f64 {
+        draw(&TABLES, rng)
+    }
+
+    /// Fills `out` with independent `N(0, 1)` draws.
+    pub fn fill<R: Rng + ?Sized>(rng: &mut R, out: &mut [f64]) {
+        let tables = &*TABLES;
+        for o in out {
+            *o = draw(tables, rng);
+        }
+    }
+
+    #[inline(always)]
+    fn draw<G: Rng + ?Sized>(t: &Tables, rng: &mut G) -> f64 {
+        loop {
+            let bits = rng.next_u64();
+            let i = (bits & (LAYERS as u64 - 1)) as usize;
+            let u = signed_unit(bits);
+            if u.abs() < t.ratio[i] {
+                return u * t.x[i];
+            }
+            if let Some(z) = slow(t, rng, i, u) {
+                return z;
+            }
+        }
+    }
+
+    /// The rare cases: the base strip's tail, or a wedge between a layer and the density.
+    #[cold]
+    #[inline(never)]
+    fn slow<G: Rng + ?Sized>(t: &Tables, rng: &mut G, i: usize, u: f64) -> Option<f64> {
+        if i == 0 {
+            // Marsaglia's tail algorithm beyond R.
+            loop {
+                let a: f64 = 1.0 - rng.random::<f64>();
+                let b: f64 = 1.0 - rng.random::<f64>();
+                let x = a.ln() / R;
+                let y = b.ln();
+                if -2.0 * y >= x * x {
+                    return Some(if u < 0.0 { x - R } else { R - x });
+                }
+            }
+        }
+        let x = u * t.x[i];
+        let f0 = (-0.5 * (t.x[i] * t.x[i] - x * x)).exp();
+        let f1 = (-0.5 * (t.x[i + 1] * t.x[i + 1] - x * x)).exp();
+        (f1 + rng.random::<f64>() * (f0 - f1) < 1.0).then_some(x)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use rand::SeedableRng;
+
+        /// The standard normal CDF, via the complementary error function of `libm`-free
+        /// quadrature: Φ(z) = ½ + ∫₀ᶻ φ.
+        fn phi(z: f64) -> f64 {
+            let half = crate::quadrature::integrate(
+                |s| (-0.5 * s * s).exp() / (2.0 * std::f64::consts::PI).sqrt(),
+                0.0,
+                z.abs(),
+                1e-12,
+            );
+            if z >= 0.0 {
+                0.5 + half
+            } else {
+                0.5 - half
+            }
+        }
+
+        #[test]
+        fn draws_follow_the_standard_normal() {
+            let n = 1 << 20;
+            let mut rng = crate::rng::FastRng::seed_from_u64(123);
+            let mut z = vec![0.0; n];
+            super::fill(&mut rng, &mut z);
+            // Moments within 5 standard errors: SE(mean) = 1/√n, SE(var) = √(2/n), SE(kurt) ≈ √(96/n).
+            let nf = n as f64;
+            let m = z.iter().sum::<f64>() / nf;
+            let v = z.iter().map(|x| x * x).sum::<f64>() / nf;
+            let k = z.iter().map(|x| x.powi(4)).sum::<f64>() / nf;
+            assert!(m.abs() < 5.0 / nf.sqrt(), "mean {m}");
+            assert!((v - 1.0).abs() < 5.0 * (2.0 / nf).sqrt(), "var {v}");
+            assert!((k - 3.0).abs() < 5.0 * (96.0 / nf).sqrt(), "kurtosis {k}");
+            // Tail mass beyond the ziggurat's base R exercises the slow path: binomial, 5 SE.
+            let p = 2.0 * (1.0 - phi(super::R));
+            let tail = z.iter().filter(|x| x.abs() > super::R).count() as f64 / nf;
+            assert!(
+                (tail - p).abs() < 5.0 * (p * (1.0 - p) / nf).sqrt(),
+                "tail {tail} vs {p}"
+            );
+            // Kolmogorov–Smirnov on a subsample: critical value 1.95/√m is the 0.1% level.
+            let mut s: Vec<f64> = z.iter().step_by(64).copied().collect();
+            s.sort_by(f64::total_cmp);
+            let mf = s.len() as f64;
+            let d = s
+                .iter()
+                .enumerate()
+                .map(|(i, &x)| {
+                    let f = phi(x);
+                    (f - i as f64 / mf)
+                        .abs()
+                        .max(((i + 1) as f64 / mf - f).abs())
+                })
+                .fold(0.0, f64::max);
+            assert!(d < 1.95 / mf.sqrt(), "KS statistic {d}");
+        }
+    }
+}

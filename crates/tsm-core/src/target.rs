@@ -19,6 +19,15 @@ pub trait Score {
     fn dim(&self) -> usize;
     /// Writes `∇log p_0(x)` into `out` (`x.len() == out.len() == dim`).
     fn score(&self, x: &[f64], out: &mut [f64]);
+
+    /// The score at many points: `xs` holds `m` points row-major (`m · dim` values), `out` the
+    /// same shape. Override it with a vectorised kernel where one exists.
+    fn score_batch(&self, xs: &[f64], out: &mut [f64]) {
+        let d = self.dim();
+        for (x, o) in xs.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+            self.score(x, o);
+        }
+    }
 }
 
 /// A target whose log density is known, possibly up to an additive constant.
@@ -41,6 +50,14 @@ pub trait PosteriorSample {
     fn dim(&self) -> usize;
     /// Writes one draw `x_0 ~ p(x_0 | x_t)` into `out` (`out.len() == dim`).
     fn sample_into<R: Rng + ?Sized>(&self, rng: &mut R, out: &mut [f64]);
+
+    /// Writes `m` independent draws row-major into `out` (`m · dim` values).
+    fn sample_batch<R: Rng + ?Sized>(&self, rng: &mut R, out: &mut [f64]) {
+        let d = self.dim();
+        for o in out.chunks_exact_mut(d) {
+            self.sample_into(rng, o);
+        }
+    }
 }
 
 /// Returns `Ok(())` if `got == expected`, else [`Error::DimMismatch`] naming `op`.

@@ -5,6 +5,7 @@
 //! Each binary in `src/bin/` reproduces one figure; `cargo xtask reproduce-figN` runs it.
 
 pub mod cli;
+pub mod estimator_variance;
 pub mod output;
 pub mod plot;
 

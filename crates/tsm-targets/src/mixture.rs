@@ -19,7 +19,8 @@
 //! [^1]: De Bortoli et al. (2024), *Target Score Matching*, §4.1, eq. 17.
 
 use rand::Rng;
-use rand_distr::StandardNormal;
+use tsm_core::fastmath;
+use tsm_core::rng::normal;
 use tsm_core::schedule::{check_time, Schedule};
 use tsm_core::target::{LogDensity, PosteriorSample, Sample, Score};
 
@@ -188,6 +189,11 @@ impl GaussianMixture {
             inv_vars,
             log_norms,
         }
+    }
+
+    /// The dimension `d` (inherent, so that calls need not pick between the trait methods).
+    pub fn dim(&self) -> usize {
+        self.dim
     }
 
     /// Number of components.
@@ -404,6 +410,78 @@ impl Score for GaussianMixture {
         let inv = 1.0 / total;
         out.iter_mut().for_each(|o| *o *= inv);
     }
+
+    fn score_batch(&self, xs: &[f64], out: &mut [f64]) {
+        debug_assert_eq!(xs.len(), out.len());
+        if self.dim == 1 {
+            self.score_batch_1d(xs, out);
+        } else {
+            for (x, o) in xs
+                .chunks_exact(self.dim)
+                .zip(out.chunks_exact_mut(self.dim))
+            {
+                self.score(x, o);
+            }
+        }
+    }
+}
+
+impl GaussianMixture {
+    /// Vectorisable score of a 1-D mixture at many points.
+    ///
+    /// Two passes per point over the components: the largest log-term first, then the
+    /// responsibilities with one [`fastmath::exp`] each; with two components the
+    /// responsibility is a logistic function of the log-ratio (one exp per point).
+    fn score_batch_1d(&self, xs: &[f64], out: &mut [f64]) {
+        score_batch_1d(self, xs, out);
+    }
+}
+
+tsm_core::multiversion! {
+    fn score_batch_1d(mixture: &GaussianMixture, xs: &[f64], out: &mut [f64]) => score_batch_1d_kernel
+}
+
+#[inline(always)]
+fn score_batch_1d_kernel(mixture: &GaussianMixture, xs: &[f64], out: &mut [f64]) {
+    {
+        let this = mixture;
+        let (mu, iv, ln) = (&this.means, &this.inv_vars, &this.log_norms);
+        match this.n_components() {
+            1 => {
+                for (o, &x) in out.iter_mut().zip(xs) {
+                    *o = -(x - mu[0]) * iv[0];
+                }
+            }
+            2 => {
+                for (o, &x) in out.iter_mut().zip(xs) {
+                    let (r0, r1) = (x - mu[0], x - mu[1]);
+                    let l0 = ln[0] - 0.5 * r0 * r0 * iv[0];
+                    let l1 = ln[1] - 0.5 * r1 * r1 * iv[1];
+                    // Responsibility of component 1: 1/(1 + e^{l0 − l1}); finite for any gap.
+                    let p1 = 1.0 / (1.0 + fastmath::exp(l0 - l1));
+                    let (g0, g1) = (-r0 * iv[0], -r1 * iv[1]);
+                    *o = g0 + p1 * (g1 - g0);
+                }
+            }
+            n => {
+                for (o, &x) in out.iter_mut().zip(xs) {
+                    let mut max_log = f64::NEG_INFINITY;
+                    for i in 0..n {
+                        let r = x - mu[i];
+                        max_log = max_log.max(ln[i] - 0.5 * r * r * iv[i]);
+                    }
+                    let (mut total, mut acc) = (0.0, 0.0);
+                    for i in 0..n {
+                        let r = x - mu[i];
+                        let w = fastmath::exp(ln[i] - 0.5 * r * r * iv[i] - max_log);
+                        total += w;
+                        acc -= w * r * iv[i];
+                    }
+                    *o = acc / total;
+                }
+            }
+        }
+    }
 }
 
 impl LogDensity for GaussianMixture {
@@ -432,7 +510,7 @@ impl Sample for GaussianMixture {
         let i = pick(&self.cumulative, rng.random::<f64>());
         let d = self.dim;
         for j in 0..d {
-            let z: f64 = rng.sample(StandardNormal);
+            let z = normal::sample(rng);
             out[j] = self.means[i * d + j] + self.stds[i * d + j] * z;
         }
     }
@@ -511,8 +589,49 @@ impl PosteriorSample for MixturePosterior {
             pick(&self.cumulative, rng.random::<f64>())
         };
         for j in 0..d {
-            let z: f64 = rng.sample(StandardNormal);
+            let z = normal::sample(rng);
             out[j] = self.means[i * d + j] + self.stds[i * d + j] * z;
+        }
+    }
+
+    fn sample_batch<R: Rng + ?Sized>(&self, rng: &mut R, out: &mut [f64]) {
+        let (d, n) = (self.dim, self.cumulative.len());
+        match (d, n) {
+            (1, 1) => {
+                let (m, s) = (self.means[0], self.stds[0]);
+                normal::fill(rng, out);
+                for o in out.iter_mut() {
+                    *o = m + s * *o;
+                }
+            }
+            (1, 2) => {
+                // Component 1 when u ≥ π₀,ₜ; a select, not a branch. Each u64 gives two 32-bit
+                // uniforms (the component weights are then resolved to 2⁻³², far below any
+                // Monte Carlo error here).
+                let c0 = self.cumulative[0];
+                let (m, s) = (&self.means, &self.stds);
+                normal::fill(rng, out);
+                let place = |o: &mut f64, u: f64| {
+                    let second = u >= c0;
+                    let (mi, si) = if second { (m[1], s[1]) } else { (m[0], s[0]) };
+                    *o = mi + si * *o;
+                };
+                const TWO_POW_M32: f64 = 1.0 / 4_294_967_296.0;
+                let mut pairs = out.chunks_exact_mut(2);
+                for pair in &mut pairs {
+                    let bits = rng.next_u64();
+                    place(&mut pair[0], (bits >> 32) as f64 * TWO_POW_M32);
+                    place(&mut pair[1], (bits & 0xFFFF_FFFF) as f64 * TWO_POW_M32);
+                }
+                for o in pairs.into_remainder() {
+                    place(o, rng.random::<f64>());
+                }
+            }
+            _ => {
+                for o in out.chunks_exact_mut(d) {
+                    self.sample_into(rng, o);
+                }
+            }
         }
     }
 }
