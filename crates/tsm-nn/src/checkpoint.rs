@@ -1,0 +1,224 @@
+//! Checkpoints: one safetensors file with the parameters, their EMA and Adam's moments, and a
+//! JSON record (`checkpoint.json`) with the configuration, the step and the file's length and
+//! FNV-1a hash.
+//!
+//! Layout of a checkpoint folder:
+//!
+//! ```text
+//! checkpoint.json              the commit point: names the current tensor file
+//! step_00000200.safetensors    params `layers.ℓ.{weight,bias}`, `ema.…`, `adam_m.…`, `adam_v.…`
+//! ```
+//!
+//! A save writes the tensor file under a temporary name and renames it, then does the same for
+//! the JSON; only then is the previous tensor file removed. A crash at any point leaves a
+//! `checkpoint.json` that names a complete tensor file. The random state needs no saving: the
+//! batch of step `k` is drawn from the stream `(seed, k)` (see [`crate::train`]), so
+//! `(seed, step)` *is* the RNG state, and a resumed run continues bit-identically.
+//!
+//! Loading checks the JSON, the tensor file's length and hash, and every tensor's name and
+//! shape; anything wrong is an [`Error::Checkpoint`], never a panic.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use candle::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::engine::NamedState;
+use crate::train::TrainConfig;
+use crate::{Error, Result};
+
+/// The JSON file that commits a checkpoint.
+pub const RECORD_FILE: &str = "checkpoint.json";
+/// Version of the format.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The JSON record of a checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointRecord {
+    /// [`FORMAT_VERSION`].
+    pub format: u32,
+    /// Steps done.
+    pub step: u64,
+    /// The loss of the last step (`None` before the first).
+    pub loss: Option<f64>,
+    /// The full training configuration.
+    pub config: TrainConfig,
+    /// The tensor file, relative to the folder.
+    pub file: String,
+    /// Its length in bytes.
+    pub bytes: u64,
+    /// Its FNV-1a 64-bit hash, hexadecimal.
+    pub fnv1a64: String,
+}
+
+/// FNV-1a, 64 bits (a corruption check, not a cryptographic hash).
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Writes `bytes` to `path` atomically (temporary sibling, fsync, rename).
+///
+/// # Errors
+/// [`Error::Io`].
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp",
+        path.file_name().and_then(|s| s.to_str()).unwrap_or("file")
+    ));
+    {
+        let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
+        f.write_all(bytes).map_err(io(&tmp))?;
+        f.sync_all().map_err(io(&tmp))?;
+    }
+    fs::rename(&tmp, path).map_err(io(path))
+}
+
+/// Saves `state` at `step` into folder `dir` (created if needed); returns the JSON's path.
+///
+/// # Errors
+/// I/O and tensor errors.
+pub fn save(
+    dir: &Path,
+    config: &TrainConfig,
+    step: u64,
+    loss: Option<f64>,
+    state: &NamedState,
+) -> Result<PathBuf> {
+    fs::create_dir_all(dir).map_err(io(dir))?;
+    let mut map: HashMap<String, Tensor> = HashMap::new();
+    for (prefix, named) in [
+        ("", &state.params),
+        ("ema.", &state.ema),
+        ("adam_m.", &state.adam_m),
+        ("adam_v.", &state.adam_v),
+    ] {
+        for (name, t) in named.iter() {
+            map.insert(format!("{prefix}{name}"), t.to_device(&Device::Cpu)?);
+        }
+    }
+    let file = format!("step_{step:08}.safetensors");
+    let path = dir.join(&file);
+    let tmp = dir.join(format!(".{file}.tmp"));
+    candle::safetensors::save(&map, &tmp)?;
+    let bytes = fs::read(&tmp).map_err(io(&tmp))?;
+    fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(io(&tmp))?;
+    fs::rename(&tmp, &path).map_err(io(&path))?;
+    let previous = read_record(dir).ok().map(|r| r.file);
+    let record = CheckpointRecord {
+        format: FORMAT_VERSION,
+        step,
+        loss,
+        config: config.clone(),
+        file: file.clone(),
+        bytes: bytes.len() as u64,
+        fnv1a64: format!("{:016x}", fnv1a64(&bytes)),
+    };
+    let json = serde_json::to_vec_pretty(&record)
+        .map_err(|e| Error::checkpoint(dir.join(RECORD_FILE), e.to_string()))?;
+    let record_path = dir.join(RECORD_FILE);
+    write_atomic(&record_path, &json)?;
+    if let Some(old) = previous.filter(|old| *old != file) {
+        // The new checkpoint is committed; a failure here only leaves a stale file.
+        let _ = fs::remove_file(dir.join(old));
+    }
+    Ok(record_path)
+}
+
+/// Reads and parses `dir/checkpoint.json`.
+///
+/// # Errors
+/// [`Error::Checkpoint`] when missing or not a valid record.
+pub fn read_record(dir: &Path) -> Result<CheckpointRecord> {
+    let path = dir.join(RECORD_FILE);
+    let text =
+        fs::read(&path).map_err(|e| Error::checkpoint(&path, format!("cannot read: {e}")))?;
+    let record: CheckpointRecord = serde_json::from_slice(&text)
+        .map_err(|e| Error::checkpoint(&path, format!("not a valid checkpoint record: {e}")))?;
+    if record.format != FORMAT_VERSION {
+        return Err(Error::checkpoint(
+            &path,
+            format!(
+                "format {} (this build reads {FORMAT_VERSION})",
+                record.format
+            ),
+        ));
+    }
+    Ok(record)
+}
+
+/// Loads the checkpoint in `dir`: its record and its state (on the CPU).
+///
+/// # Errors
+/// [`Error::Checkpoint`] for a missing, truncated or corrupt file, or tensors that do not
+/// match the recorded network.
+pub fn load(dir: &Path) -> Result<(CheckpointRecord, NamedState)> {
+    let record = read_record(dir)?;
+    let path = dir.join(&record.file);
+    let bytes =
+        fs::read(&path).map_err(|e| Error::checkpoint(&path, format!("cannot read: {e}")))?;
+    if bytes.len() as u64 != record.bytes {
+        return Err(Error::checkpoint(
+            &path,
+            format!(
+                "truncated or extended: {} bytes, expected {}",
+                bytes.len(),
+                record.bytes
+            ),
+        ));
+    }
+    let hash = format!("{:016x}", fnv1a64(&bytes));
+    if hash != record.fnv1a64 {
+        return Err(Error::checkpoint(
+            &path,
+            format!("corrupt: hash {hash}, expected {}", record.fnv1a64),
+        ));
+    }
+    let mut map = candle::safetensors::load_buffer(&bytes, &Device::Cpu)
+        .map_err(|e| Error::checkpoint(&path, format!("unreadable tensors: {e}")))?;
+    let shapes = record.config.model.mlp.parameter_shapes();
+    let mut take = |prefix: &str| -> Result<Vec<(String, Tensor)>> {
+        shapes
+            .iter()
+            .map(|(name, shape)| {
+                let key = format!("{prefix}{name}");
+                let t = map
+                    .remove(&key)
+                    .ok_or_else(|| Error::checkpoint(&path, format!("missing tensor `{key}`")))?;
+                if t.dims() != shape.as_slice() {
+                    return Err(Error::checkpoint(
+                        &path,
+                        format!(
+                            "tensor `{key}` has shape {:?}, expected {shape:?}",
+                            t.dims()
+                        ),
+                    ));
+                }
+                Ok((name.clone(), t))
+            })
+            .collect()
+    };
+    let state = NamedState {
+        params: take("")?,
+        ema: take("ema.")?,
+        adam_m: take("adam_m.")?,
+        adam_v: take("adam_v.")?,
+    };
+    Ok((record, state))
+}

@@ -1,0 +1,73 @@
+//! The crate's error type: one enum, variants carrying the offending values.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in `tsm-nn`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An error from candle (shapes, dtypes, devices, safetensors parsing).
+    #[error(transparent)]
+    Candle(#[from] candle::Error),
+    /// An error from `tsm-core` (a time out of range, an unknown schedule or weighting name).
+    #[error(transparent)]
+    Core(#[from] tsm_core::Error),
+    /// An error from `tsm-targets` (an unknown target name, say).
+    #[error(transparent)]
+    Targets(#[from] tsm_targets::Error),
+    /// A device that is unknown, or whose cargo feature was not built.
+    #[error("device `{name}` is not available: {reason}")]
+    Device {
+        /// The device asked for.
+        name: String,
+        /// Why, in words (names the missing cargo feature where that is the cause).
+        reason: String,
+    },
+    /// A non-finite training loss; the last good checkpoint is left untouched.
+    #[error("training loss is {value} at step {step}; stopped (the last checkpoint is intact)")]
+    NonFiniteLoss {
+        /// The step (1-based: the step whose update would have used this loss).
+        step: u64,
+        /// The loss value (NaN or ±∞).
+        value: f64,
+    },
+    /// A checkpoint that is missing, truncated or corrupt.
+    #[error("checkpoint {path}: {reason}")]
+    Checkpoint {
+        /// The file that could not be read.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A configuration that does not fit (a checkpoint for another network, a bad flag value).
+    #[error("configuration mismatch: {what}")]
+    Config {
+        /// What does not fit, in words.
+        what: String,
+    },
+    /// An I/O error on a named file.
+    #[error("I/O on {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Shorthand for [`Error::Config`].
+    pub(crate) fn config(what: impl Into<String>) -> Self {
+        Self::Config { what: what.into() }
+    }
+    /// Shorthand for [`Error::Checkpoint`].
+    pub(crate) fn checkpoint(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+        Self::Checkpoint {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+}

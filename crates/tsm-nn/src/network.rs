@@ -1,0 +1,421 @@
+//! The score network of paper `001` §4.2: an MLP on `[c_in x, emb(t)]` with SiLU activations,
+//! wrapped by an output [`Parameterisation`].
+//!
+//! ```text
+//! h_0 = [c_in(t) x, emb(t)]                         (d + E)
+//! h_ℓ = SiLU(W_ℓ h_{ℓ−1} + b_ℓ),  ℓ = 1 … depth      (hidden)
+//! F   = W_out h_depth + b_out                        (d)
+//! s_θ(x, t) = c_skip x + c_out F + c_score ∇log p_0(x)
+//! ```
+//!
+//! Defaults ([`MlpConfig::default`]) are the paper's: three hidden layers of 128, time
+//! embedding of dimension 128. Parameters are named `layers.{ℓ}.weight` (`[out, in]`, candle's
+//! `Linear` layout) and `layers.{ℓ}.bias`, `ℓ = 0 … depth` (the last is the output layer).
+//! Initialisation follows PyTorch's `nn.Linear`: weights and biases `U(−1/√fan_in, 1/√fan_in)`,
+//! drawn from a seeded stream so that the same seed gives the same network.
+//!
+//! # Shapes
+//! `x`: `[n, d]`, `t`: `n` host values, target score `∇log p_0(x)`: `[n, d]` → score `[n, d]`.
+
+use std::collections::HashMap;
+
+use candle::{DType, Device, Module, Tensor};
+use candle_nn::{Linear, VarBuilder, VarMap};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use tsm_core::schedule::AnySchedule;
+
+use crate::embedding;
+use crate::precond::Parameterisation;
+use crate::{Error, Result};
+
+/// Sizes of the MLP (paper §4.2 defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct MlpConfig {
+    /// Data dimension `d` (input and output width).
+    pub dim: usize,
+    /// Width of each hidden layer (128).
+    pub hidden: usize,
+    /// Number of hidden layers (3).
+    pub depth: usize,
+    /// Time-embedding dimension `E` (128; even).
+    pub embedding_dim: usize,
+    /// Time scale `s` of the embedding (1000).
+    pub time_scale: f64,
+}
+
+impl Default for MlpConfig {
+    fn default() -> Self {
+        Self {
+            dim: 2,
+            hidden: 128,
+            depth: 3,
+            embedding_dim: 128,
+            time_scale: 1000.0,
+        }
+    }
+}
+
+impl MlpConfig {
+    /// `(fan_in, fan_out)` of layer `ℓ = 0 … depth`.
+    pub fn layer_shape(&self, layer: usize) -> (usize, usize) {
+        let fan_in = if layer == 0 {
+            self.dim + self.embedding_dim
+        } else {
+            self.hidden
+        };
+        let fan_out = if layer == self.depth {
+            self.dim
+        } else {
+            self.hidden
+        };
+        (fan_in, fan_out)
+    }
+
+    /// Checks the sizes.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a zero size or an odd embedding dimension.
+    pub fn validate(&self) -> Result<()> {
+        if self.dim == 0 || self.hidden == 0 || self.depth == 0 {
+            return Err(Error::config(format!(
+                "MLP sizes must be positive: {self:?}"
+            )));
+        }
+        if self.embedding_dim == 0 || self.embedding_dim % 2 != 0 {
+            return Err(Error::config(format!(
+                "embedding dimension must be even and positive, got {}",
+                self.embedding_dim
+            )));
+        }
+        if !(self.time_scale.is_finite() && self.time_scale > 0.0) {
+            return Err(Error::config(format!("bad time scale {}", self.time_scale)));
+        }
+        Ok(())
+    }
+
+    /// The parameter names with their shapes, in a fixed order (weights `[out, in]`).
+    pub fn parameter_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        let mut out = Vec::with_capacity(2 * (self.depth + 1));
+        for l in 0..=self.depth {
+            let (i, o) = self.layer_shape(l);
+            out.push((format!("layers.{l}.weight"), vec![o, i]));
+            out.push((format!("layers.{l}.bias"), vec![o]));
+        }
+        out
+    }
+
+    /// Number of scalar parameters.
+    pub fn n_parameters(&self) -> usize {
+        self.parameter_shapes()
+            .iter()
+            .map(|(_, s)| s.iter().product::<usize>())
+            .sum()
+    }
+}
+
+/// Everything that defines a score model: sizes, output parameterisation and schedule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    /// The MLP.
+    pub mlp: MlpConfig,
+    /// How the output becomes a score.
+    pub parameterisation: Parameterisation,
+    /// The schedule's name (`cosine`, `linear_vp`, `ve`; standard parameters).
+    pub schedule: String,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            mlp: MlpConfig::default(),
+            parameterisation: Parameterisation::Score,
+            schedule: "cosine".to_owned(),
+        }
+    }
+}
+
+impl ModelConfig {
+    /// The schedule, resolved by name.
+    ///
+    /// # Errors
+    /// An unknown schedule name.
+    pub fn schedule(&self) -> Result<AnySchedule> {
+        Ok(AnySchedule::by_name(&self.schedule)?)
+    }
+}
+
+/// The MLP `F` (without the parameterisation), a candle-nn [`Module`] on `[n, d + E]`.
+#[derive(Debug, Clone)]
+pub struct Mlp {
+    layers: Vec<Linear>,
+}
+
+impl Mlp {
+    /// Builds the MLP from `vb` (`vb.pp("layers.ℓ")` for each layer).
+    ///
+    /// # Errors
+    /// Bad sizes, or a `VarBuilder` without the parameters (wrong shapes).
+    pub fn new(cfg: &MlpConfig, vb: VarBuilder<'_>) -> Result<Self> {
+        cfg.validate()?;
+        let layers = (0..=cfg.depth)
+            .map(|l| {
+                let (i, o) = cfg.layer_shape(l);
+                candle_nn::linear(i, o, vb.pp(format!("layers.{l}")))
+            })
+            .collect::<candle::Result<Vec<_>>>()?;
+        Ok(Self { layers })
+    }
+}
+
+impl Module for Mlp {
+    fn forward(&self, xs: &Tensor) -> candle::Result<Tensor> {
+        let last = self.layers.len() - 1;
+        let mut h = xs.clone();
+        for (l, layer) in self.layers.iter().enumerate() {
+            h = layer.forward(&h)?;
+            if l < last {
+                h = candle_nn::ops::silu(&h)?;
+            }
+        }
+        Ok(h)
+    }
+}
+
+/// Per-sample conditioning computed on the host from the times: the embedding and the
+/// output coefficients (see [`crate::precond`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Conditioning {
+    /// The times `tᵢ`.
+    pub t: Vec<f64>,
+    /// `[n, E]` embedding, row-major.
+    pub emb: Vec<f32>,
+    /// `c_in(tᵢ)`.
+    pub c_in: Vec<f32>,
+    /// `c_out(tᵢ)`.
+    pub c_out: Vec<f32>,
+    /// `c_skip(tᵢ)`.
+    pub c_skip: Vec<f32>,
+    /// `c_score(tᵢ)`.
+    pub c_score: Vec<f32>,
+}
+
+impl Conditioning {
+    /// The conditioning of the times `t` for a model.
+    pub fn new(
+        cfg: &MlpConfig,
+        param: &Parameterisation,
+        schedule: &AnySchedule,
+        t: &[f64],
+    ) -> Self {
+        let half = cfg.embedding_dim / 2;
+        let freqs = embedding::frequencies(half);
+        let mut emb = vec![0.0f32; t.len() * cfg.embedding_dim];
+        embedding::embed_into(t, &freqs, cfg.time_scale, &mut emb);
+        let n = t.len();
+        let (mut c_in, mut c_out, mut c_skip, mut c_score) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for &ti in t {
+            let c = param.coefficients(schedule, ti);
+            c_in.push(c.c_in as f32);
+            c_out.push(c.c_out as f32);
+            c_skip.push(c.c_skip as f32);
+            c_score.push(c.c_score as f32);
+        }
+        Self {
+            t: t.to_vec(),
+            emb,
+            c_in,
+            c_out,
+            c_skip,
+            c_score,
+        }
+    }
+}
+
+/// A score model `s_θ(x, t)`: the [`Mlp`] and its output parameterisation.
+#[derive(Debug, Clone)]
+pub struct ScoreModel {
+    cfg: ModelConfig,
+    schedule: AnySchedule,
+    mlp: Mlp,
+}
+
+impl ScoreModel {
+    /// Builds the model from `vb`.
+    ///
+    /// # Errors
+    /// Bad sizes, an unknown schedule, or a `VarBuilder` without the parameters.
+    pub fn new(cfg: &ModelConfig, vb: VarBuilder<'_>) -> Result<Self> {
+        Ok(Self {
+            cfg: cfg.clone(),
+            schedule: cfg.schedule()?,
+            mlp: Mlp::new(&cfg.mlp, vb)?,
+        })
+    }
+
+    /// A freshly initialised model (PyTorch's `nn.Linear` initialisation from the stream
+    /// `(seed, u64::MAX)`) and the [`VarMap`] holding its trainable parameters.
+    ///
+    /// # Errors
+    /// As [`ScoreModel::new`].
+    pub fn init(cfg: &ModelConfig, seed: u64, device: &Device) -> Result<(VarMap, Self)> {
+        let varmap = VarMap::new();
+        {
+            let mut data = varmap
+                .data()
+                .lock()
+                .map_err(|_| Error::config("VarMap lock poisoned"))?;
+            for (name, tensor) in init_parameters(&cfg.mlp, seed, device)? {
+                data.insert(name, candle::Var::from_tensor(&tensor)?);
+            }
+        }
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
+        let model = Self::new(cfg, vb)?;
+        Ok((varmap, model))
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    /// The schedule.
+    pub fn schedule(&self) -> &AnySchedule {
+        &self.schedule
+    }
+
+    /// The host-side conditioning for times `t`.
+    pub fn conditioning(&self, t: &[f64]) -> Conditioning {
+        Conditioning::new(&self.cfg.mlp, &self.cfg.parameterisation, &self.schedule, t)
+    }
+
+    /// `s_θ(x, tᵢ)` for a batch `x: [n, d]`; `score0` is `∇log p_0(x)` (`[n, d]`), required
+    /// by [`Parameterisation::TargetScaled`] and ignored otherwise.
+    ///
+    /// # Errors
+    /// Shape mismatches, or a missing `score0` when the parameterisation needs it.
+    pub fn forward(&self, x: &Tensor, t: &[f64], score0: Option<&Tensor>) -> Result<Tensor> {
+        let cond = self.conditioning(t);
+        self.forward_with(x, &cond, score0)
+    }
+
+    /// As [`ScoreModel::forward`] with precomputed conditioning.
+    ///
+    /// # Errors
+    /// As [`ScoreModel::forward`].
+    pub fn forward_with(
+        &self,
+        x: &Tensor,
+        cond: &Conditioning,
+        score0: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let (n, d) = x.dims2()?;
+        if d != self.cfg.mlp.dim || cond.t.len() != n {
+            return Err(Error::config(format!(
+                "input [{n}, {d}] with {} times does not fit a model of dimension {}",
+                cond.t.len(),
+                self.cfg.mlp.dim
+            )));
+        }
+        let dev = x.device();
+        let col = |v: &[f32]| Tensor::from_slice(v, (n, 1), dev);
+        let emb = Tensor::from_slice(&cond.emb, (n, self.cfg.mlp.embedding_dim), dev)?;
+        let x_in = x.broadcast_mul(&col(&cond.c_in)?)?;
+        let f = self.mlp.forward(&Tensor::cat(&[&x_in, &emb], 1)?)?;
+        let mut s = f.broadcast_mul(&col(&cond.c_out)?)?;
+        if cond.c_skip.iter().any(|&c| c != 0.0) {
+            s = (s + x.broadcast_mul(&col(&cond.c_skip)?)?)?;
+        }
+        if self.cfg.parameterisation.needs_target_score() {
+            let s0 = score0.ok_or_else(|| {
+                Error::config("the target_scaled parameterisation needs ∇log p_0 at the input")
+            })?;
+            s = (s + s0.broadcast_mul(&col(&cond.c_score)?)?)?;
+        }
+        Ok(s)
+    }
+}
+
+/// Fresh parameters `U(−1/√fan_in, 1/√fan_in)` for every weight and bias, in the order of
+/// [`MlpConfig::parameter_shapes`], from the random stream `(seed, u64::MAX)`.
+///
+/// # Errors
+/// Bad sizes, or a device error.
+pub fn init_parameters(
+    cfg: &MlpConfig,
+    seed: u64,
+    device: &Device,
+) -> Result<Vec<(String, Tensor)>> {
+    cfg.validate()?;
+    let mut rng = tsm_core::rng::stream(seed, u64::MAX);
+    let mut out = Vec::new();
+    for (name, shape) in cfg.parameter_shapes() {
+        let layer: usize = name
+            .split('.')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let bound = 1.0 / (cfg.layer_shape(layer).0 as f32).sqrt();
+        let len: usize = shape.iter().product();
+        let values: Vec<f32> = (0..len).map(|_| rng.random_range(-bound..bound)).collect();
+        out.push((name, Tensor::from_vec(values, shape, device)?));
+    }
+    Ok(out)
+}
+
+/// Copies named tensors into a map (a helper for checkpoints).
+pub(crate) fn to_map(named: Vec<(String, Tensor)>) -> HashMap<String, Tensor> {
+    named.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tsm_core::schedule::Schedule;
+
+    #[test]
+    fn output_shape_and_parameter_count() {
+        let cfg = ModelConfig::default();
+        let (varmap, model) = ScoreModel::init(&cfg, 0, &Device::Cpu).expect("init");
+        let x = Tensor::zeros((5, 2), DType::F32, &Device::Cpu).expect("x");
+        let s = model
+            .forward(&x, &[0.1, 0.2, 0.3, 0.4, 0.5], None)
+            .expect("forward");
+        assert_eq!(s.dims(), &[5, 2]);
+        // (2+128)·128+128 + 2·(128·128+128) + 128·2+2.
+        assert_eq!(
+            cfg.mlp.n_parameters(),
+            130 * 128 + 128 + 2 * (128 * 128 + 128) + 258
+        );
+        assert_eq!(varmap.all_vars().len(), 8);
+    }
+
+    #[test]
+    fn target_scaled_needs_the_target_score() {
+        let cfg = ModelConfig {
+            parameterisation: Parameterisation::TargetScaled,
+            ..ModelConfig::default()
+        };
+        let (_, model) = ScoreModel::init(&cfg, 0, &Device::Cpu).expect("init");
+        let x = Tensor::zeros((1, 2), DType::F32, &Device::Cpu).expect("x");
+        assert!(model.forward(&x, &[0.5], None).is_err());
+        // With it: s = F + s0/α, so the difference of two calls is (s0' − s0)/α.
+        let s0 = Tensor::new(&[[1.0f32, -2.0]], &Device::Cpu).expect("s0");
+        let zero = Tensor::zeros((1, 2), DType::F32, &Device::Cpu).expect("0");
+        let a = model.forward(&x, &[0.5], Some(&s0)).expect("a");
+        let b = model.forward(&x, &[0.5], Some(&zero)).expect("b");
+        let diff: Vec<f32> = (a - b)
+            .expect("diff")
+            .flatten_all()
+            .expect("f")
+            .to_vec1()
+            .expect("v");
+        let alpha = model.schedule().alpha(0.5) as f32;
+        assert!((diff[0] - 1.0 / alpha).abs() < 1e-5 && (diff[1] + 2.0 / alpha).abs() < 1e-5);
+    }
+}
