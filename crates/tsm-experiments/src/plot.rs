@@ -134,6 +134,20 @@ pub struct Panel {
     pub log_x: bool,
     /// The series.
     pub series: Vec<Series>,
+    /// Where the legend goes (`None`: no legend).
+    pub legend: Option<SeriesLabelPosition>,
+}
+
+/// Tick labels: `1e-10` on log axes, at most three decimals otherwise.
+fn tick(v: f64, log: bool) -> String {
+    if v == 0.0 {
+        "0".to_owned()
+    } else if log || v.abs() >= 1e5 || v.abs() < 1e-3 {
+        format!("{v:.0e}")
+    } else {
+        let s = format!("{v:.3}");
+        s.trim_end_matches('0').trim_end_matches('.').to_owned()
+    }
 }
 
 impl Panel {
@@ -150,7 +164,14 @@ impl Panel {
             log_y: false,
             log_x: false,
             series: Vec::new(),
+            legend: Some(SeriesLabelPosition::UpperRight),
         }
+    }
+
+    /// Moves (or with `None` hides) the legend.
+    pub fn legend(mut self, at: Option<SeriesLabelPosition>) -> Self {
+        self.legend = at;
+        self
     }
 
     /// Sets a log y axis.
@@ -230,6 +251,8 @@ impl Panel {
                     .axis_desc_style((FONT, 14))
                     .x_labels(6)
                     .y_labels(6)
+                    .x_label_formatter(&|v| tick(*v, self.log_x))
+                    .y_label_formatter(&|v| tick(*v, self.log_y))
                     .light_line_style(WHITE.mix(0.0))
                     .draw()
                     .map_err(plot_err)?;
@@ -260,13 +283,13 @@ impl Panel {
                         });
                     }
                 }
-                if any_label {
+                if let (true, Some(at)) = (any_label, self.legend.clone()) {
                     chart
                         .configure_series_labels()
                         .label_font((FONT, 13))
                         .background_style(WHITE.mix(0.85))
                         .border_style(BLACK.mix(0.3))
-                        .position(SeriesLabelPosition::UpperRight)
+                        .position(at)
                         .draw()
                         .map_err(plot_err)?;
                 }
