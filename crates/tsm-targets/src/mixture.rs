@@ -286,6 +286,51 @@ impl GaussianMixture {
         ))
     }
 
+    /// The score of the exact noised marginal, `∇log p_t(x)`, without building `p_t`
+    /// (no allocation; the same value as `self.noised(schedule, t)?.score(x, out)`).
+    ///
+    /// `t` and the lengths are taken on trust (checked in debug builds): validate `t` with
+    /// [`check_time`] once outside the loop.
+    pub fn noised_score(
+        &self,
+        schedule: &(impl Schedule + ?Sized),
+        t: f64,
+        x: &[f64],
+        out: &mut [f64],
+    ) {
+        debug_assert!(check_time(t).is_ok());
+        debug_assert!(x.len() == self.dim && out.len() == self.dim);
+        let (a, s2) = (schedule.alpha(t), schedule.sigma_sq(t));
+        let d = self.dim;
+        out.fill(0.0);
+        let (mut max_log, mut total) = (f64::NEG_INFINITY, 0.0);
+        for i in 0..self.n_components() {
+            let mut l = self.weights[i].ln() - 0.5 * d as f64 * LN_2PI;
+            for j in 0..d {
+                let k = i * d + j;
+                let var = a * a * self.stds[k] * self.stds[k] + s2;
+                let r = x[j] - a * self.means[k];
+                l -= 0.5 * (r * r / var + var.ln());
+            }
+            let w = if l > max_log {
+                let rescale = (max_log - l).exp();
+                total *= rescale;
+                out.iter_mut().for_each(|o| *o *= rescale);
+                max_log = l;
+                1.0
+            } else {
+                (l - max_log).exp()
+            };
+            total += w;
+            for j in 0..d {
+                let k = i * d + j;
+                let var = a * a * self.stds[k] * self.stds[k] + s2;
+                out[j] -= w * (x[j] - a * self.means[k]) / var;
+            }
+        }
+        out.iter_mut().for_each(|o| *o /= total);
+    }
+
     /// The exact posterior `p(x_0 | x_t)` (eq. 17).
     ///
     /// # Errors
@@ -633,5 +678,202 @@ impl PosteriorSample for MixturePosterior {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tsm_core::schedule::Cosine;
+
+    #[test]
+    fn bad_input_is_a_typed_error() {
+        let m = |w: Vec<f64>, mu: Vec<Vec<f64>>, s: Vec<Vec<f64>>| GaussianMixture::new(w, mu, s);
+        assert!(matches!(
+            m(
+                vec![0.5, 0.6],
+                vec![vec![0.0], vec![1.0]],
+                vec![vec![1.0], vec![1.0]]
+            ),
+            Err(Error::InvalidWeights { .. })
+        ));
+        assert!(matches!(
+            m(
+                vec![1.5, -0.5],
+                vec![vec![0.0], vec![1.0]],
+                vec![vec![1.0], vec![1.0]]
+            ),
+            Err(Error::NegativeWeight { index: 1, .. })
+        ));
+        assert!(matches!(
+            m(vec![1.0], vec![vec![0.0]], vec![vec![0.0]]),
+            Err(Error::NonPositiveStd {
+                component: 0,
+                coordinate: 0,
+                ..
+            })
+        ));
+        assert!(matches!(
+            m(vec![1.0], vec![vec![0.0]], vec![vec![-1.0]]),
+            Err(Error::NonPositiveStd { .. })
+        ));
+        assert!(matches!(
+            m(
+                vec![0.5, 0.5],
+                vec![vec![0.0, 1.0], vec![1.0]],
+                vec![vec![1.0, 1.0], vec![1.0]]
+            ),
+            Err(Error::DimMismatch { .. })
+        ));
+        assert!(matches!(
+            m(vec![1.0], vec![vec![f64::NAN]], vec![vec![1.0]]),
+            Err(Error::NonFiniteMean { .. })
+        ));
+        assert!(matches!(m(vec![], vec![], vec![]), Err(Error::Empty)));
+        assert!(matches!(
+            GaussianMixture::univariate(&[1.0], &[0.0, 1.0], &[1.0]),
+            Err(Error::DimMismatch { .. })
+        ));
+        assert!(matches!(
+            GaussianMixture::isotropic(vec![1.0], vec![vec![0.0]], vec![1.0, 2.0]),
+            Err(Error::DimMismatch { .. })
+        ));
+        let g = GaussianMixture::gaussian(2, 1.0).unwrap();
+        assert!(matches!(
+            g.noised(&Cosine, 1.5),
+            Err(Error::Core(tsm_core::Error::TimeOutOfRange { .. }))
+        ));
+        assert!(matches!(
+            g.posterior(&Cosine, 0.5, &[0.0]),
+            Err(Error::DimMismatch { .. })
+        ));
+        assert!(matches!(
+            g.posterior(&Cosine, -0.1, &[0.0, 0.0]),
+            Err(Error::Core(_))
+        ));
+        assert!(matches!(
+            g.posterior(&Cosine, 0.5, &[f64::NAN, 0.0]),
+            Err(Error::Core(_))
+        ));
+        assert!(crate::named::by_name("banana")
+            .unwrap_err()
+            .to_string()
+            .contains("unit_gaussian, easy_mixture"));
+    }
+
+    #[test]
+    fn noised_score_equals_the_score_of_the_noised_mixture() {
+        for name in crate::named::NAMES {
+            let target = crate::named::by_name(name).unwrap();
+            for t in [0.0, 0.3, 0.99, 1.0] {
+                let p_t = target.noised(&Cosine, t).unwrap();
+                let x = vec![0.37; target.dim()];
+                let (mut a, mut b) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+                p_t.score(&x, &mut a);
+                target.noised_score(&Cosine, t, &x, &mut b);
+                for (u, v) in a.iter().zip(&b) {
+                    assert!(
+                        (u - v).abs() <= 1e-12 * (1.0 + u.abs()),
+                        "{name} t={t}: {u} vs {v}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn batch_kernels_match_the_pointwise_ones() {
+        // score_batch (vectorised 1-D kernels) against score, for 1, 2 and 4+ components.
+        let four = GaussianMixture::univariate(
+            &[0.1, 0.2, 0.3, 0.4],
+            &[-2.0, -0.5, 0.5, 3.0],
+            &[0.3, 0.5, 0.2, 1.0],
+        )
+        .unwrap();
+        for target in [
+            crate::named::unit_gaussian(),
+            crate::named::hard_mixture_diff_var(),
+            four,
+        ] {
+            let xs: Vec<f64> = (0..101).map(|i| -6.0 + 0.12 * i as f64).collect();
+            let mut batch = vec![0.0; xs.len()];
+            target.score_batch(&xs, &mut batch);
+            for (x, b) in xs.iter().zip(&batch) {
+                let mut one = [0.0];
+                target.score(&[*x], &mut one);
+                assert!(
+                    (one[0] - b).abs() <= 1e-12 * (1.0 + b.abs()),
+                    "x={x}: {} vs {b}",
+                    one[0]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn named_targets_have_unit_variance() {
+        for name in crate::named::FIGURE_TARGETS {
+            let t = crate::named::by_name(name).unwrap();
+            assert!((t.variance_per_dim() - 1.0).abs() < 1e-12, "{name}");
+        }
+        let hard = crate::named::hard_mixture_diff_var();
+        assert!((hard.mode_variance() - (0.01 + 0.0625) / 2.0).abs() < 1e-15);
+    }
+
+    #[test]
+    fn posterior_is_a_point_mass_at_t0_and_the_prior_at_t1() {
+        let target = crate::named::easy_mixture();
+        let post = target.posterior(&Cosine, 0.0, &[0.3]).unwrap();
+        assert!(post.component_stds().iter().all(|&s| s == 0.0));
+        assert!(post
+            .component_means()
+            .iter()
+            .all(|&m| (m - 0.3).abs() < 1e-15));
+        let prior = target.posterior(&Cosine, 1.0, &[0.3]).unwrap();
+        assert_eq!(prior.component_stds(), &[0.8, 0.8]);
+        assert!((prior.weights()[0] - 0.5).abs() < 1e-15);
+    }
+
+    #[test]
+    fn samples_have_the_mixture_moments() {
+        // Mean and variance of 100k draws within 5 standard errors (SE of the variance ≈ √(μ₄/n)).
+        use rand::SeedableRng;
+        let target = crate::named::hard_mixture_diff_var();
+        let mut rng = tsm_core::rng::FastRng::seed_from_u64(2);
+        let n = 100_000;
+        let mut x = [0.0];
+        let (mut s1, mut s2, mut s4) = (0.0, 0.0, 0.0);
+        for _ in 0..n {
+            target.sample_into(&mut rng, &mut x);
+            s1 += x[0];
+            s2 += x[0] * x[0];
+            s4 += x[0].powi(4);
+        }
+        let nf = n as f64;
+        let mean = s1 / nf;
+        assert!(mean.abs() < 5.0 * (1.0 / nf).sqrt(), "{mean}");
+        let var = s2 / nf - mean * mean;
+        assert!(
+            (var - 1.0).abs() < 5.0 * ((s4 / nf - 1.0) / nf).sqrt(),
+            "{var}"
+        );
+    }
+
+    #[test]
+    fn batched_posterior_draws_have_the_posterior_moments() {
+        // The (1, 2) fast path of sample_batch: mean within 5 standard errors of the exact one.
+        use rand::SeedableRng;
+        let target = crate::named::hard_mixture_same_var();
+        let post = target.posterior(&Cosine, 0.6, &[0.2]).unwrap();
+        let mut draws = vec![0.0; 200_001];
+        post.sample_batch(&mut tsm_core::rng::FastRng::seed_from_u64(8), &mut draws);
+        let n = draws.len() as f64;
+        let mean = draws.iter().sum::<f64>() / n;
+        let var = draws.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
+        let exact = post.mean()[0];
+        assert!(
+            (mean - exact).abs() < 5.0 * (var / n).sqrt(),
+            "{mean} vs {exact}"
+        );
     }
 }
