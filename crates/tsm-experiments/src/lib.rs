@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod estimator_variance;
+pub mod loss_distribution;
 pub mod output;
 pub mod plot;
 
