@@ -2,11 +2,11 @@
 //!
 //! Each work item (a time point, a block of points) gets its own generator seeded from
 //! `(seed, stream)`, so results do not depend on the number of threads or on scheduling.
-//! The generator is xoshiro256++ (fast, 256-bit state, passes BigCrush); the seed of each
-//! stream is mixed by SplitMix64, as its authors recommend for seeding.
+//! The generator, [`FastRng`], runs four interleaved xoshiro256++ generators (fast, 256-bit
+//! state each, passes BigCrush) and refills a block of 64 outputs at a time in a loop the
+//! compiler vectorises; seeds are expanded by SplitMix64, as the xoshiro authors recommend.
 
-use rand::SeedableRng;
-pub use rand_xoshiro::Xoshiro256PlusPlus as FastRng;
+use rand::{RngCore, SeedableRng};
 
 /// The generator for work item `stream` of a run seeded with `seed`.
 ///
@@ -22,6 +22,147 @@ pub fn stream(seed: u64, stream: u64) -> FastRng {
     FastRng::seed_from_u64(mixed)
 }
 
+const LANES: usize = 4;
+const BLOCK: usize = 64;
+
+/// Four xoshiro256++ generators in lock-step, served through a 64-value buffer.
+///
+/// Output `k` of the stream is output `k / 4` of lane `k % 4`; the lanes are seeded from the
+/// 32-byte seed through SplitMix64, so distinct seeds give unrelated lanes. About twice as fast
+/// per `u64` as one scalar xoshiro256++ because the refill vectorises (four lanes per AVX2
+/// register); statistically each lane is plain xoshiro256++.
+#[derive(Debug, Clone)]
+pub struct FastRng {
+    // state[word][lane]
+    state: [[u64; LANES]; 4],
+    buffer: [u64; BLOCK],
+    next: usize,
+}
+
+impl FastRng {
+    fn refill(&mut self) {
+        refill(&mut self.state, &mut self.buffer);
+        self.next = 0;
+    }
+}
+
+/// Refills `out` with 16 steps of the four lanes (integer operations: the AVX2 and portable
+/// paths give identical bits).
+fn refill(state: &mut [[u64; LANES]; 4], out: &mut [u64; BLOCK]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 is available, checked just above.
+        unsafe { avx2::refill(state, out) };
+        return;
+    }
+    let [mut s0, mut s1, mut s2, mut s3] = *state;
+    for chunk in out.chunks_exact_mut(LANES) {
+        for l in 0..LANES {
+            chunk[l] = s0[l]
+                .wrapping_add(s3[l])
+                .rotate_left(23)
+                .wrapping_add(s0[l]);
+            let t = s1[l] << 17;
+            s2[l] ^= s0[l];
+            s3[l] ^= s1[l];
+            s1[l] ^= s2[l];
+            s0[l] ^= s3[l];
+            s2[l] ^= t;
+            s3[l] = s3[l].rotate_left(45);
+        }
+    }
+    *state = [s0, s1, s2, s3];
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{BLOCK, LANES};
+
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn rotl<const L: i32, const R: i32>(x: __m256i) -> __m256i {
+        _mm256_or_si256(_mm256_slli_epi64::<L>(x), _mm256_srli_epi64::<R>(x))
+    }
+
+    /// Four xoshiro256++ lanes in one register per state word.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn refill(state: &mut [[u64; LANES]; 4], out: &mut [u64; BLOCK]) {
+        // SAFETY (all loads/stores): each `[u64; 4]` is exactly one 256-bit register, and `out`
+        // has BLOCK = 16 · 4 values.
+        unsafe {
+            let load = |w: &[u64; LANES]| _mm256_loadu_si256(w.as_ptr().cast());
+            let (mut s0, mut s1, mut s2, mut s3) = (
+                load(&state[0]),
+                load(&state[1]),
+                load(&state[2]),
+                load(&state[3]),
+            );
+            for chunk in out.chunks_exact_mut(LANES) {
+                let result = _mm256_add_epi64(rotl::<23, 41>(_mm256_add_epi64(s0, s3)), s0);
+                _mm256_storeu_si256(chunk.as_mut_ptr().cast(), result);
+                let t = _mm256_slli_epi64::<17>(s1);
+                s2 = _mm256_xor_si256(s2, s0);
+                s3 = _mm256_xor_si256(s3, s1);
+                s1 = _mm256_xor_si256(s1, s2);
+                s0 = _mm256_xor_si256(s0, s3);
+                s2 = _mm256_xor_si256(s2, t);
+                s3 = rotl::<45, 19>(s3);
+            }
+            for (w, v) in state.iter_mut().zip([s0, s1, s2, s3]) {
+                _mm256_storeu_si256(w.as_mut_ptr().cast(), v);
+            }
+        }
+    }
+}
+
+impl RngCore for FastRng {
+    #[inline]
+    fn next_u64(&mut self) -> u64 {
+        if self.next == BLOCK {
+            self.refill();
+        }
+        let v = self.buffer[self.next];
+        self.next += 1;
+        v
+    }
+
+    #[inline]
+    fn next_u32(&mut self) -> u32 {
+        (self.next_u64() >> 32) as u32
+    }
+
+    fn fill_bytes(&mut self, dst: &mut [u8]) {
+        for chunk in dst.chunks_mut(8) {
+            let bytes = self.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&bytes[..chunk.len()]);
+        }
+    }
+}
+
+impl SeedableRng for FastRng {
+    type Seed = [u8; 32];
+
+    fn from_seed(seed: Self::Seed) -> Self {
+        let mut mix = seed.chunks_exact(8).fold(0u64, |acc, c| {
+            splitmix64(acc ^ u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+        });
+        let mut state = [[0u64; LANES]; 4];
+        for lane in 0..LANES {
+            for word in state.iter_mut() {
+                mix = mix.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                word[lane] = splitmix64(mix);
+            }
+        }
+        Self {
+            state,
+            buffer: [0; BLOCK],
+            next: BLOCK,
+        }
+    }
+}
+
 /// One step of SplitMix64 (Steele, Lea, Flood 2014) as a mixing function.
 fn splitmix64(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -33,6 +174,31 @@ fn splitmix64(mut z: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use rand::Rng;
+
+    #[test]
+    fn each_lane_is_xoshiro256plusplus() {
+        // Lane 0's outputs (every 4th value) equal a scalar xoshiro256++ from lane 0's state.
+        use rand::SeedableRng;
+        let mut fast = super::FastRng::seed_from_u64(9);
+        let s: [u64; 4] = [
+            fast.state[0][0],
+            fast.state[1][0],
+            fast.state[2][0],
+            fast.state[3][0],
+        ];
+        let mut bytes = [0u8; 32];
+        for (i, w) in s.iter().enumerate() {
+            bytes[i * 8..(i + 1) * 8].copy_from_slice(&w.to_le_bytes());
+        }
+        let mut scalar = rand_xoshiro::Xoshiro256PlusPlus::from_seed(bytes);
+        for _ in 0..100 {
+            let v = fast.random::<u64>();
+            for _ in 0..3 {
+                fast.random::<u64>();
+            }
+            assert_eq!(v, scalar.random::<u64>());
+        }
+    }
 
     #[test]
     fn streams_differ_and_repeat() {
