@@ -32,6 +32,7 @@
 //! assert!(ScoreIdentity::Dsi.coefficients(&schedule, 0.0).is_err());
 //! ```
 #![deny(missing_docs)]
+#![warn(clippy::unwrap_used)]
 
 mod error;
 pub mod estimator;

@@ -19,6 +19,7 @@
 //! assert!(named::by_name("banana").is_err());          // lists the valid names
 //! ```
 #![deny(missing_docs)]
+#![warn(clippy::unwrap_used)]
 
 mod error;
 pub mod mixture;
