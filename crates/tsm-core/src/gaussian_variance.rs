@@ -197,9 +197,15 @@ impl GaussianVariance {
     /// `Σ_i Var(L_i | y) = d (a α − b/σ_tar²)² v` for any identity with coefficients
     /// `L = a (α x − y) + b ∇log p_0(x)` (DSI, TSI, `κ`, `κ̄`, Phillips, fixed `w`).
     ///
-    /// `c.alpha` is taken as given; pass coefficients computed at the same `t`.
+    /// `c.alpha` is taken as given; pass coefficients computed at the same `t`. A slope that
+    /// cancels to within rounding of its two terms (`L_κ`, whose coefficients are computed
+    /// in another order) is exactly 0: the identity has no variance.
     pub fn identity(&self, c: &Coefficients) -> f64 {
-        let slope = c.a * c.alpha - c.b / self.sigma_tar_sq;
+        let (dsi_part, tsi_part) = (c.a * c.alpha, c.b / self.sigma_tar_sq);
+        let slope = dsi_part - tsi_part;
+        if slope.abs() <= 4.0 * f64::EPSILON * (dsi_part.abs() + tsi_part.abs()) {
+            return 0.0;
+        }
         self.dim as f64 * slope * slope * self.posterior_variance()
     }
 

@@ -108,7 +108,8 @@ fn closed_forms_match_exact_posterior_sampling_in_d_1_and_32() -> Result<()> {
                     kappa < 1e-20 * expected[0].max(expected[1]),
                     "κ d={dim} t={t}: {kappa}"
                 );
-                assert!(g.identity(&coeffs[3]) < 1e-20 * expected[0].max(expected[1]));
+                assert_eq!(g.identity(&coeffs[3]), 0.0);
+                assert_eq!(g.snis_identity(&coeffs[3]), 0.0);
                 // And the κ estimate is the exact score −x_t/D.
                 for (j, &y) in x_t.iter().enumerate() {
                     assert!((mc.mean(3, j) - g.score(y)).abs() < 1e-9 * (1.0 + g.score(y).abs()));
