@@ -650,26 +650,25 @@ impl PosteriorSample for MixturePosterior {
                 }
             }
             (1, 2) => {
-                // Component 1 when u ≥ π₀,ₜ; a select, not a branch. Each u64 gives two 32-bit
-                // uniforms (the component weights are then resolved to 2⁻³², far below any
+                // Component 1 when a 32-bit uniform integer is ≥ ⌈π₀,ₜ 2³²⌉: an integer compare
+                // and a select, two per u64 (the weights are resolved to 2⁻³², far below any
                 // Monte Carlo error here).
-                let c0 = self.cumulative[0];
+                let threshold = (self.cumulative[0] * 4_294_967_296.0).ceil() as u64;
                 let (m, s) = (&self.means, &self.stds);
                 normal::fill(rng, out);
-                let place = |o: &mut f64, u: f64| {
-                    let second = u >= c0;
+                let place = |o: &mut f64, u: u64| {
+                    let second = u >= threshold;
                     let (mi, si) = if second { (m[1], s[1]) } else { (m[0], s[0]) };
                     *o = mi + si * *o;
                 };
-                const TWO_POW_M32: f64 = 1.0 / 4_294_967_296.0;
                 let mut pairs = out.chunks_exact_mut(2);
                 for pair in &mut pairs {
                     let bits = rng.next_u64();
-                    place(&mut pair[0], (bits >> 32) as f64 * TWO_POW_M32);
-                    place(&mut pair[1], (bits & 0xFFFF_FFFF) as f64 * TWO_POW_M32);
+                    place(&mut pair[0], bits >> 32);
+                    place(&mut pair[1], bits & 0xFFFF_FFFF);
                 }
                 for o in pairs.into_remainder() {
-                    place(o, rng.random::<f64>());
+                    place(o, rng.next_u64() >> 32);
                 }
             }
             _ => {
