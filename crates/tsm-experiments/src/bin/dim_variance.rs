@@ -56,7 +56,7 @@ const IDENTITIES: [ScoreIdentity; 3] = [
     },
 ];
 /// In the plot, closed-form SNIS lines stop above this multiple of the largest exact-sampling
-/// variance of the panel (the CSV keeps every value; at `d = 128` they reach `1e280`).
+/// variance of the panel (the CSV keeps every value; at `d = 128` they reach `4e284`).
 const PLOT_CAP: f64 = 1e8;
 
 /// Estimator variance against t in d dimensions: exact posterior sampling and SNIS vs App. C.
