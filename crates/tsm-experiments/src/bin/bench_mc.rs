@@ -12,7 +12,7 @@ use tsm_targets::named;
 
 /// Times the full Fig. 2 Monte Carlo computation and prints posterior draws per second.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// Use the reduced sizes of `--quick` figure runs
     #[arg(long)]

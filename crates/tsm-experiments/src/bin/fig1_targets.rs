@@ -20,7 +20,7 @@ use tsm_targets::named;
 
 /// Reproduces Fig. 1: target densities and the mixture weights κ_t and κ̄_t.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(version)]
 struct Args {
     #[command(flatten)]
     common: FigureArgs,

@@ -18,7 +18,7 @@ use tsm_targets::named;
 
 /// Reproduces Fig. 2: variance (and MSE) of the DSI, TSI, κ and κ̄ score estimators over t.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(version)]
 struct Args {
     #[command(flatten)]
     common: FigureArgs,

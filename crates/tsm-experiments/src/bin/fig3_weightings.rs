@@ -18,7 +18,7 @@ use tsm_experiments::{init_tracing, FigureArgs, OutputDir};
 
 /// Reproduces Fig. 3: the four weighting functions λ_t over t (σ_data² = 1).
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(version)]
 struct Args {
     #[command(flatten)]
     common: FigureArgs,

@@ -23,7 +23,7 @@ use tsm_targets::named;
 
 /// Reproduces Fig. 4: histograms of the loss at the true score (targets × losses × weightings).
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(version)]
 struct Args {
     #[command(flatten)]
     common: FigureArgs,
