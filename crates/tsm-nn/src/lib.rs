@@ -32,6 +32,8 @@ pub mod sampler;
 pub mod score;
 pub mod train;
 
+/// candle-core, re-exported so that users need not depend on it to build tensors.
+pub use candle;
 pub use device::{device, DEVICE_NAMES};
 pub use error::{Error, Result};
 pub use network::{MlpConfig, ModelConfig, ScoreModel};

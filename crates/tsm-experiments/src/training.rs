@@ -1,0 +1,318 @@
+//! Shared code of the training binaries (`train`, `sample`, `fig5_training`, `bench_train`):
+//! CPU tuning at start-up, `clap` value enums for the training flags, a progress bar, and the
+//! samples-against-density plot.
+//!
+//! **CPU tuning** ([`tune_cpu`], see `docs/training.md`): glibc returns freed 256 KB tensors to
+//! the OS, costing ~1,250 page faults per training step; raising `M_MMAP_THRESHOLD`,
+//! `M_TRIM_THRESHOLD` and `M_TOP_PAD` keeps them in the heap (≈ 1.8× on the training step).
+//! `RAYON_NUM_THREADS=1` (unless the user set it) keeps candle's matmuls single-threaded,
+//! because the CPU engine already runs two half-batches on the two cores.
+
+use anyhow::Result;
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use tsm_core::target::LogDensity;
+use tsm_targets::GaussianMixture;
+
+use crate::plot::{plot_err, Figure, FONT, PALETTE};
+
+/// Allocator and thread settings for the training binaries; call first thing in `main`,
+/// before any other thread exists.
+pub fn tune_cpu() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn mallopt(param: std::ffi::c_int, value: std::ffi::c_int) -> std::ffi::c_int;
+        }
+        const M_TRIM_THRESHOLD: std::ffi::c_int = -1;
+        const M_TOP_PAD: std::ffi::c_int = -2;
+        const M_MMAP_THRESHOLD: std::ffi::c_int = -3;
+        // SAFETY: mallopt is glibc's documented tuning call; these parameters only change
+        // when memory is returned to the OS, and nothing else is allocating yet.
+        unsafe {
+            mallopt(M_MMAP_THRESHOLD, 64 << 20);
+            mallopt(M_TRIM_THRESHOLD, 256 << 20);
+            mallopt(M_TOP_PAD, 64 << 20);
+        }
+    }
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        // Single-threaded process at this point (called first in main).
+        std::env::set_var("RAYON_NUM_THREADS", "1");
+    }
+}
+
+/// `--loss`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LossArg {
+    /// Denoising score matching (target L_DSI).
+    Dsm,
+    /// Target score matching (target L_TSI).
+    Tsm,
+    /// Mixture with κ_t = σ²/(σ² + α²σ_data²).
+    Kappa,
+    /// Mixture with κ̄_t = σ²/(σ² + α²σ_mode²).
+    KappaBar,
+}
+
+impl LossArg {
+    /// All four, in Fig. 5's order.
+    pub const ALL: [LossArg; 4] = [Self::Dsm, Self::Tsm, Self::Kappa, Self::KappaBar];
+
+    /// The library's loss kind.
+    pub fn kind(self) -> tsm_nn::loss::LossKind {
+        use tsm_nn::loss::LossKind;
+        match self {
+            Self::Dsm => LossKind::Dsm,
+            Self::Tsm => LossKind::Tsm,
+            Self::Kappa => LossKind::Kappa,
+            Self::KappaBar => LossKind::KappaBar,
+        }
+    }
+
+    /// Short name.
+    pub fn name(self) -> &'static str {
+        self.kind().name()
+    }
+}
+
+/// `--weighting`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WeightingArg {
+    /// λ = 1/σ².
+    Original,
+    /// Karras: σ²(σ² + σ_data²)/σ_data².
+    DsmOptimal,
+    /// App. D: α²σ_data²(σ² + α²σ_data²)/σ².
+    TsmOptimal,
+    /// λ = 1.
+    Uniform,
+}
+
+impl From<WeightingArg> for tsm_nn::loss::WeightingName {
+    fn from(w: WeightingArg) -> Self {
+        use tsm_nn::loss::WeightingName as W;
+        match w {
+            WeightingArg::Original => W::Original,
+            WeightingArg::DsmOptimal => W::DsmOptimal,
+            WeightingArg::TsmOptimal => W::TsmOptimal,
+            WeightingArg::Uniform => W::Uniform,
+        }
+    }
+}
+
+/// `--parameterisation`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ParamArg {
+    /// s = F.
+    Score,
+    /// s = −F/σ_t (ε-prediction).
+    Epsilon,
+    /// s = ∇log p_0(x)/α_t + F (Cor. 2.4).
+    TargetScaled,
+    /// App. D preconditioning (c_in, c_out, c_skip).
+    Preconditioned,
+}
+
+impl ParamArg {
+    /// The library's parameterisation (`σ_data²` for App. D).
+    pub fn resolve(self, sigma_data_sq: f64) -> tsm_nn::Parameterisation {
+        use tsm_nn::Parameterisation as P;
+        match self {
+            Self::Score => P::Score,
+            Self::Epsilon => P::Epsilon,
+            Self::TargetScaled => P::TargetScaled,
+            Self::Preconditioned => P::Preconditioned { sigma_data_sq },
+        }
+    }
+}
+
+/// `--schedule`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ScheduleArg {
+    /// α = cos(πt/2), σ = sin(πt/2).
+    Cosine,
+    /// Linear VP, β from 0.1 to 20.
+    LinearVp,
+    /// VE, σ from 0.01 to 10.
+    Ve,
+}
+
+impl ScheduleArg {
+    /// The schedule's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Cosine => "cosine",
+            Self::LinearVp => "linear_vp",
+            Self::Ve => "ve",
+        }
+    }
+}
+
+/// `--device`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeviceArg {
+    /// The CPU (always available).
+    Cpu,
+    /// CUDA GPU 0 (build with `--features cuda`).
+    Cuda,
+    /// Metal GPU 0 (build with `--features metal`).
+    Metal,
+}
+
+impl DeviceArg {
+    /// The device's name for [`tsm_nn::device`].
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Cpu => "cpu",
+            Self::Cuda => "cuda",
+            Self::Metal => "metal",
+        }
+    }
+}
+
+/// `--sampler`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SamplerArg {
+    /// Reverse-SDE Euler–Maruyama.
+    Em,
+    /// Probability-flow ODE, Heun's method.
+    Heun,
+    /// Predictor–corrector (EM + Langevin).
+    Pc,
+}
+
+impl SamplerArg {
+    /// The sampler's name for `tsm_nn::sampler::sample_by_name`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Em => "em",
+            Self::Heun => "heun",
+            Self::Pc => "pc",
+        }
+    }
+}
+
+/// A progress bar with steps/s and the running loss (hidden when stderr is not a terminal).
+pub fn progress_bar(total: u64, done: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_position(done);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{elapsed_precise} [{bar:30}] {pos}/{len} steps, {per_sec}, loss {msg} (eta {eta})",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+/// Samples drawn against the target density: a scatter over density contours in 2-D, a
+/// histogram against the density curve in 1-D.
+#[derive(Debug)]
+pub struct SamplesPlot<'a> {
+    /// Title.
+    pub title: String,
+    /// Row-major samples.
+    pub samples: &'a [f64],
+    /// The target.
+    pub target: &'a GaussianMixture,
+}
+
+impl Figure for SamplesPlot<'_> {
+    fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> Result<()> {
+        let d = tsm_core::target::Score::dim(self.target);
+        let density = |x: &[f64]| self.target.log_density(x).exp();
+        match d {
+            1 => {
+                let (lo, hi) = (-3.5, 3.5);
+                let bins = 70;
+                let width = (hi - lo) / bins as f64;
+                let mut counts = vec![0usize; bins];
+                for &x in self.samples {
+                    if (lo..hi).contains(&x) {
+                        counts[((x - lo) / width) as usize] += 1;
+                    }
+                }
+                let norm = self.samples.len() as f64 * width;
+                let curve: Vec<(f64, f64)> = (0..=400)
+                    .map(|i| {
+                        let x = lo + (hi - lo) * i as f64 / 400.0;
+                        (x, density(&[x]))
+                    })
+                    .collect();
+                let ymax = counts.iter().map(|&c| c as f64 / norm).fold(0.0, f64::max)
+                    .max(curve.iter().map(|p| p.1).fold(0.0, f64::max))
+                    * 1.1;
+                let mut chart = ChartBuilder::on(area)
+                    .caption(&self.title, (FONT, 18))
+                    .margin(10)
+                    .x_label_area_size(35)
+                    .y_label_area_size(50)
+                    .build_cartesian_2d(lo..hi, 0.0..ymax)
+                    .map_err(plot_err)?;
+                chart
+                    .configure_mesh()
+                    .x_desc("x")
+                    .y_desc("density")
+                    .label_style((FONT, 13))
+                    .draw()
+                    .map_err(plot_err)?;
+                chart
+                    .draw_series(counts.iter().enumerate().map(|(i, &c)| {
+                        let x0 = lo + i as f64 * width;
+                        Rectangle::new([(x0, 0.0), (x0 + width, c as f64 / norm)], PALETTE[0].mix(0.5).filled())
+                    }))
+                    .map_err(plot_err)?;
+                chart
+                    .draw_series(LineSeries::new(curve, PALETTE[1].stroke_width(2)))
+                    .map_err(plot_err)?;
+            }
+            _ => {
+                let (lo, hi) = (-6.5, 6.5);
+                let mut chart = ChartBuilder::on(area)
+                    .caption(&self.title, (FONT, 18))
+                    .margin(10)
+                    .x_label_area_size(35)
+                    .y_label_area_size(45)
+                    .build_cartesian_2d(lo..hi, lo..hi)
+                    .map_err(plot_err)?;
+                chart
+                    .configure_mesh()
+                    .x_desc("x₁")
+                    .y_desc("x₂")
+                    .label_style((FONT, 13))
+                    .draw()
+                    .map_err(plot_err)?;
+                // Density as shaded cells (first two coordinates, others at 0).
+                let cells = 80;
+                let w = (hi - lo) / cells as f64;
+                let mut pts = vec![0.0; d];
+                let mut grid = Vec::with_capacity(cells * cells);
+                let mut max = 0.0f64;
+                for i in 0..cells {
+                    for j in 0..cells {
+                        pts[0] = lo + (i as f64 + 0.5) * w;
+                        pts[1] = lo + (j as f64 + 0.5) * w;
+                        let p = density(&pts);
+                        max = max.max(p);
+                        grid.push((i, j, p));
+                    }
+                }
+                chart
+                    .draw_series(grid.into_iter().filter(|c| c.2 > 1e-3 * max).map(|(i, j, p)| {
+                        let (x0, y0) = (lo + i as f64 * w, lo + j as f64 * w);
+                        let shade = (p / max).sqrt();
+                        Rectangle::new([(x0, y0), (x0 + w, y0 + w)], PALETTE[1].mix(0.6 * shade).filled())
+                    }))
+                    .map_err(plot_err)?;
+                chart
+                    .draw_series(
+                        self.samples
+                            .chunks_exact(d)
+                            .take(5000)
+                            .map(|x| Circle::new((x[0], x[1]), 1, PALETTE[0].mix(0.6).filled())),
+                    )
+                    .map_err(plot_err)?;
+            }
+        }
+        Ok(())
+    }
+}
