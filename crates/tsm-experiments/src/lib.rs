@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod estimator_variance;
+pub mod loss_distribution;
 pub mod output;
 pub mod plot;
 pub mod training;
@@ -23,4 +24,17 @@ pub fn init_tracing() {
         .with_writer(std::io::stderr)
         .with_target(false)
         .try_init();
+}
+
+/// The human-readable title of a named target, for plot panels.
+pub fn target_title(name: &str) -> String {
+    match name {
+        "unit_gaussian" => "Unit Gaussian",
+        "easy_mixture" => "Easy mixture",
+        "hard_mixture_same_var" => "Hard mixture, same variance",
+        "hard_mixture_diff_var" => "Hard mixture, different variance",
+        "eight_modes" => "Eight modes on a circle",
+        other => other,
+    }
+    .to_owned()
 }
