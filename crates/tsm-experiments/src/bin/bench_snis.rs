@@ -19,7 +19,7 @@ use tsm_targets::GaussianMixture;
 
 /// Times SNIS score estimation and prints the wall time and proposals per second.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// Reduced sizes (1,000 points) for a smoke run
     #[arg(long)]

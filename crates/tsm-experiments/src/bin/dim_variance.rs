@@ -61,7 +61,7 @@ const PLOT_CAP: f64 = 1e8;
 
 /// Estimator variance against t in d dimensions: exact posterior sampling and SNIS vs App. C.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     #[command(flatten)]
     figure: FigureArgs,
