@@ -238,7 +238,10 @@ impl Figure for SamplesPlot<'_> {
                         (x, density(&[x]))
                     })
                     .collect();
-                let ymax = counts.iter().map(|&c| c as f64 / norm).fold(0.0, f64::max)
+                let ymax = counts
+                    .iter()
+                    .map(|&c| c as f64 / norm)
+                    .fold(0.0, f64::max)
                     .max(curve.iter().map(|p| p.1).fold(0.0, f64::max))
                     * 1.1;
                 let mut chart = ChartBuilder::on(area)
@@ -258,7 +261,10 @@ impl Figure for SamplesPlot<'_> {
                 chart
                     .draw_series(counts.iter().enumerate().map(|(i, &c)| {
                         let x0 = lo + i as f64 * width;
-                        Rectangle::new([(x0, 0.0), (x0 + width, c as f64 / norm)], PALETTE[0].mix(0.5).filled())
+                        Rectangle::new(
+                            [(x0, 0.0), (x0 + width, c as f64 / norm)],
+                            PALETTE[0].mix(0.5).filled(),
+                        )
                     }))
                     .map_err(plot_err)?;
                 chart
@@ -278,6 +284,7 @@ impl Figure for SamplesPlot<'_> {
                     .configure_mesh()
                     .x_desc("x₁")
                     .y_desc("x₂")
+                    .light_line_style(WHITE.mix(0.0))
                     .label_style((FONT, 13))
                     .draw()
                     .map_err(plot_err)?;
@@ -297,16 +304,24 @@ impl Figure for SamplesPlot<'_> {
                     }
                 }
                 chart
-                    .draw_series(grid.into_iter().filter(|c| c.2 > 1e-3 * max).map(|(i, j, p)| {
-                        let (x0, y0) = (lo + i as f64 * w, lo + j as f64 * w);
-                        let shade = (p / max).sqrt();
-                        Rectangle::new([(x0, y0), (x0 + w, y0 + w)], PALETTE[1].mix(0.6 * shade).filled())
-                    }))
+                    .draw_series(
+                        grid.into_iter()
+                            .filter(|c| c.2 > 1e-3 * max)
+                            .map(|(i, j, p)| {
+                                let (x0, y0) = (lo + i as f64 * w, lo + j as f64 * w);
+                                let shade = (p / max).sqrt();
+                                Rectangle::new(
+                                    [(x0, y0), (x0 + w, y0 + w)],
+                                    PALETTE[1].mix(0.6 * shade).filled(),
+                                )
+                            }),
+                    )
                     .map_err(plot_err)?;
                 chart
                     .draw_series(
                         self.samples
                             .chunks_exact(d)
+                            .filter(|x| (lo..hi).contains(&x[0]) && (lo..hi).contains(&x[1]))
                             .take(5000)
                             .map(|x| Circle::new((x[0], x[1]), 1, PALETTE[0].mix(0.6).filled())),
                     )

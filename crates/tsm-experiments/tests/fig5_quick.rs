@@ -25,7 +25,12 @@ fn quick_run_writes_csv_svg_png_json() {
         assert!(meta.len() > 0, "{file} is empty");
     }
     let mut reader = csv::Reader::from_path(out.join("fig5.csv")).expect("csv");
-    let header: Vec<String> = reader.headers().expect("header").iter().map(String::from).collect();
+    let header: Vec<String> = reader
+        .headers()
+        .expect("header")
+        .iter()
+        .map(String::from)
+        .collect();
     assert_eq!(
         header,
         [
@@ -46,7 +51,11 @@ fn quick_run_writes_csv_svg_png_json() {
     // 4 losses × (step 0 + 2 evaluations).
     assert_eq!(rows.len(), 4 * 3);
     for loss in ["dsm", "tsm", "kappa", "kappa_bar"] {
-        let steps: Vec<&str> = rows.iter().filter(|r| &r[1] == loss).map(|r| &r[2]).collect();
+        let steps: Vec<&str> = rows
+            .iter()
+            .filter(|r| &r[1] == loss)
+            .map(|r| &r[2])
+            .collect();
         assert_eq!(steps, ["0", "30", "60"], "{loss}");
     }
     for r in &rows {
@@ -56,7 +65,8 @@ fn quick_run_writes_csv_svg_png_json() {
         }
     }
     let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("fig5.json")).expect("json")).expect("parse");
+        serde_json::from_slice(&std::fs::read(out.join("fig5.json")).expect("json"))
+            .expect("parse");
     assert_eq!(json["figure"], "fig5");
     assert_eq!(json["quick"], true);
     assert!(json["wall_time_s"].as_f64().is_some());

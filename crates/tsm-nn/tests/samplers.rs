@@ -28,7 +28,9 @@ fn null(target: &GaussianMixture) -> (f64, f64, f64) {
     let d = Sample::dim(target);
     let h = median_bandwidth(&exact(target, 1000), &exact(target, 1001), d).expect("h") / 8.0;
     let vals: Vec<f64> = (0..20)
-        .map(|r| mmd2_unbiased(&exact(target, 2 * r), &exact(target, 2 * r + 1), d, h).expect("mmd"))
+        .map(|r| {
+            mmd2_unbiased(&exact(target, 2 * r), &exact(target, 2 * r + 1), d, h).expect("mmd")
+        })
         .collect();
     let mean = vals.iter().sum::<f64>() / 20.0;
     let sd = (vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / 19.0).sqrt();
@@ -59,7 +61,10 @@ fn exact_score_samplers_reproduce_the_eight_mode_mixture() {
         let x = sample_by_name(name, &mut score, &Cosine, &cfg, N, &mut rng).expect("sample");
         let m = mmd2_unbiased(&x, &reference, 2, h).expect("mmd");
         eprintln!("{name}: MMD² {m}, threshold {threshold}");
-        assert!(m < threshold, "{name}: MMD² {m} above null mean {mean} + 4 sd {sd}");
+        assert!(
+            m < threshold,
+            "{name}: MMD² {m} above null mean {mean} + 4 sd {sd}"
+        );
     }
     // Negative control: the exact score of the mixture with std 0.8 instead of 0.5.
     let wide = GaussianMixture::isotropic(
@@ -80,7 +85,10 @@ fn exact_score_samplers_reproduce_the_eight_mode_mixture() {
     let mut rng = tsm_core::rng::stream(5, 9);
     let x = sample_by_name("em", &mut wrong, &Cosine, &cfg, N, &mut rng).expect("sample");
     let m = mmd2_unbiased(&x, &reference, 2, h).expect("mmd");
-    assert!(m > threshold, "wrong score not detected: {m} vs {threshold}");
+    assert!(
+        m > threshold,
+        "wrong score not detected: {m} vs {threshold}"
+    );
 }
 
 #[test]

@@ -55,8 +55,19 @@ fn config(engine: EngineKind, kind: LossKind, steps: u64) -> TrainConfig {
 fn flat_params(t: &Trainer<'_, GaussianMixture>) -> Vec<f32> {
     let state = t.state().expect("state");
     let mut out = Vec::new();
-    for (_, x) in state.params.iter().chain(&state.ema).chain(&state.adam_m).chain(&state.adam_v) {
-        out.extend(x.flatten_all().expect("flat").to_vec1::<f32>().expect("vec"));
+    for (_, x) in state
+        .params
+        .iter()
+        .chain(&state.ema)
+        .chain(&state.adam_m)
+        .chain(&state.adam_v)
+    {
+        out.extend(
+            x.flatten_all()
+                .expect("flat")
+                .to_vec1::<f32>()
+                .expect("vec"),
+        );
     }
     out
 }
@@ -80,9 +91,15 @@ fn cpu_engine_matches_candle_autograd() {
         let mut a = trainer(config(EngineKind::Cpu, kind, 20), &target);
         let mut b = trainer(config(EngineKind::Candle, kind, 20), &target);
         for _ in 0..20 {
-            let (la, lb) = (a.train_step().expect("cpu"), b.train_step().expect("candle"));
+            let (la, lb) = (
+                a.train_step().expect("cpu"),
+                b.train_step().expect("candle"),
+            );
             // Same maths, different float summation order: agreement to f32 rounding.
-            assert!((la - lb).abs() <= 1e-4 * lb.abs().max(1.0), "{kind:?}: {la} vs {lb}");
+            assert!(
+                (la - lb).abs() <= 1e-4 * lb.abs().max(1.0),
+                "{kind:?}: {la} vs {lb}"
+            );
         }
         let (sa, sb) = (a.state().expect("a"), b.state().expect("b"));
         let flat = |v: &[(String, candle::Tensor)]| -> Vec<f32> {
@@ -104,8 +121,15 @@ fn cpu_engine_matches_candle_autograd() {
         for (x, y) in [(&sa.adam_m, &sb.adam_m), (&sa.adam_v, &sb.adam_v)] {
             let (fx, fy) = (flat(x), flat(y));
             let scale = fy.iter().map(|v| v.abs()).fold(0.0f32, f32::max);
-            let worst = fx.iter().zip(&fy).map(|(p, q)| (p - q).abs()).fold(0.0f32, f32::max);
-            assert!(worst <= 1e-4 * scale, "{kind:?}: moment difference {worst} (scale {scale})");
+            let worst = fx
+                .iter()
+                .zip(&fy)
+                .map(|(p, q)| (p - q).abs())
+                .fold(0.0f32, f32::max);
+            assert!(
+                worst <= 1e-4 * scale,
+                "{kind:?}: moment difference {worst} (scale {scale})"
+            );
         }
     }
 }
@@ -172,7 +196,10 @@ fn nan_stops_the_run_and_keeps_the_last_checkpoint() {
         inner: named::eight_modes(),
         poisoned: AtomicBool::new(false),
     };
-    let (v, vm) = (target.inner.variance_per_dim(), target.inner.mode_variance());
+    let (v, vm) = (
+        target.inner.variance_per_dim(),
+        target.inner.mode_variance(),
+    );
     let cfg = TrainConfig {
         checkpoint_every: 10,
         ..config(EngineKind::Cpu, LossKind::Tsm, 40)
@@ -212,18 +239,31 @@ fn damaged_checkpoints_are_typed_errors() {
     let is_checkpoint_err = |r: tsm_nn::Result<_>| matches!(r, Err(Error::Checkpoint { .. }));
 
     std::fs::write(&file, &bytes[..bytes.len() / 2]).expect("truncate");
-    assert!(is_checkpoint_err(checkpoint::load(&dir).map(drop)), "truncated");
+    assert!(
+        is_checkpoint_err(checkpoint::load(&dir).map(drop)),
+        "truncated"
+    );
 
     let mut flipped = bytes.clone();
     let k = flipped.len() - 10;
     flipped[k] ^= 0xff;
     std::fs::write(&file, &flipped).expect("flip");
-    assert!(is_checkpoint_err(checkpoint::load(&dir).map(drop)), "bit flip");
+    assert!(
+        is_checkpoint_err(checkpoint::load(&dir).map(drop)),
+        "bit flip"
+    );
 
     std::fs::remove_file(&file).expect("rm");
-    assert!(is_checkpoint_err(checkpoint::load(&dir).map(drop)), "missing file");
+    assert!(
+        is_checkpoint_err(checkpoint::load(&dir).map(drop)),
+        "missing file"
+    );
 
-    std::fs::write(dir.join(checkpoint::RECORD_FILE), b"{\"format\": 1, \"step\":").expect("json");
+    std::fs::write(
+        dir.join(checkpoint::RECORD_FILE),
+        b"{\"format\": 1, \"step\":",
+    )
+    .expect("json");
     let err = checkpoint::load(&dir).map(drop).expect_err("bad json");
     assert!(err.to_string().contains("checkpoint.json"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
@@ -293,8 +333,14 @@ fn dsm_and_tsm_learn_a_gaussian_score() {
         // explains 95% of the score. The untrained network is at ~100%. The evaluation's own
         // Monte Carlo noise (3800 points, fixed seed) is a few % of the error, far below the
         // margin between an untrained and a trained model.
-        assert!(before > 0.5 * base, "{kind:?}: untrained error {before} vs base {base}");
-        assert!(after < 0.05 * base, "{kind:?}: score error {after} (base {base}, before {before})");
+        assert!(
+            before > 0.5 * base,
+            "{kind:?}: untrained error {before} vs base {base}"
+        );
+        assert!(
+            after < 0.05 * base,
+            "{kind:?}: score error {after} (base {base}, before {before})"
+        );
     }
 }
 

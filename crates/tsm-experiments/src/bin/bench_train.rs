@@ -27,7 +27,7 @@ use tsm_nn::{TrainConfig, Trainer};
 
 /// Training and sampling throughput of the Fig. 5 network.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(version, long_about = None)]
 struct Args {
     /// Timed steps per variant and round
     #[arg(long, default_value_t = 1000)]
@@ -60,7 +60,14 @@ fn config(engine: EngineKind, batch: usize, steps: u64) -> TrainConfig {
 fn steps_per_s(engine: EngineKind, threads: usize, batch: usize, steps: u64) -> Result<f64> {
     let target = tsm_targets::named::eight_modes();
     let (v, vm) = (target.variance_per_dim(), target.mode_variance());
-    let mut t = Trainer::new(config(engine, batch, 50), &target, v, vm, &Device::Cpu, threads)?;
+    let mut t = Trainer::new(
+        config(engine, batch, 50),
+        &target,
+        v,
+        vm,
+        &Device::Cpu,
+        threads,
+    )?;
     t.run(None, |_, _| {})?; // warm-up
     t.set_total_steps(50 + steps);
     let start = Instant::now();
@@ -71,10 +78,37 @@ fn steps_per_s(engine: EngineKind, threads: usize, batch: usize, steps: u64) -> 
 fn sampling_per_s(batch: usize, steps: u64) -> Result<f64> {
     let target = tsm_targets::named::eight_modes();
     let (v, vm) = (target.variance_per_dim(), target.mode_variance());
-    let t = Trainer::new(config(EngineKind::Cpu, batch, 1), &target, v, vm, &Device::Cpu, 1)?;
+    let t = Trainer::new(
+        config(EngineKind::Cpu, batch, 1),
+        &target,
+        v,
+        vm,
+        &Device::Cpu,
+        1,
+    )?;
     let start = Instant::now();
     for k in 1..=steps {
         std::hint::black_box(t.batch_of_step(k)?);
+    }
+    Ok(steps as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Forward pass and loss of the CPU engine on a fixed batch (no backward, no update).
+fn forward_per_s(batch: usize, steps: u64) -> Result<f64> {
+    let target = tsm_targets::named::eight_modes();
+    let (v, vm) = (target.variance_per_dim(), target.mode_variance());
+    let t = Trainer::new(
+        config(EngineKind::Cpu, batch, 1),
+        &target,
+        v,
+        vm,
+        &Device::Cpu,
+        1,
+    )?;
+    let b = t.batch_of_step(1)?;
+    let start = Instant::now();
+    for _ in 0..steps {
+        std::hint::black_box(t.loss_on(&b)?);
     }
     Ok(steps as f64 / start.elapsed().as_secs_f64())
 }
@@ -95,19 +129,34 @@ fn main() -> Result<()> {
         ("cpu engine, 1 thread", vec![]),
         ("candle autograd", vec![]),
         ("batch sampling only", vec![]),
+        ("forward + loss only", vec![]),
     ];
     for round in 0..args.rounds {
-        results[0].1.push(steps_per_s(EngineKind::Cpu, 2, args.batch, args.steps)?);
-        results[1].1.push(steps_per_s(EngineKind::Cpu, 1, args.batch, args.steps)?);
+        results[0]
+            .1
+            .push(steps_per_s(EngineKind::Cpu, 2, args.batch, args.steps)?);
+        results[1]
+            .1
+            .push(steps_per_s(EngineKind::Cpu, 1, args.batch, args.steps)?);
         if !args.no_autograd {
-            results[2].1.push(steps_per_s(EngineKind::Candle, 1, args.batch, args.steps / 4)?);
+            results[2].1.push(steps_per_s(
+                EngineKind::Candle,
+                1,
+                args.batch,
+                args.steps / 4,
+            )?);
         }
         results[3].1.push(sampling_per_s(args.batch, args.steps)?);
-        println!("round {}: {}", round + 1, results
-            .iter()
-            .filter_map(|(n, v)| v.last().map(|x| format!("{n} {x:.0}/s")))
-            .collect::<Vec<_>>()
-            .join(", "));
+        results[4].1.push(forward_per_s(args.batch, args.steps)?);
+        println!(
+            "round {}: {}",
+            round + 1,
+            results
+                .iter()
+                .filter_map(|(n, v)| v.last().map(|x| format!("{n} {x:.0}/s")))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
     for (name, v) in &results {
         if v.is_empty() {
@@ -115,13 +164,25 @@ fn main() -> Result<()> {
         }
         let mut s = v.clone();
         s.sort_by(f64::total_cmp);
-        println!("{name:>24}: median {:7.1} steps/s (min {:.1}, max {:.1})", s[s.len() / 2], s[0], s[s.len() - 1]);
+        println!(
+            "{name:>24}: median {:7.1} steps/s (min {:.1}, max {:.1})",
+            s[s.len() / 2],
+            s[0],
+            s[s.len() - 1]
+        );
     }
 
     // Sampler throughput with the network.
     let target = tsm_targets::named::eight_modes();
     let (v, vm) = (target.variance_per_dim(), target.mode_variance());
-    let t = Trainer::new(config(EngineKind::Cpu, 512, 1), &target, v, vm, &Device::Cpu, 1)?;
+    let t = Trainer::new(
+        config(EngineKind::Cpu, 512, 1),
+        &target,
+        v,
+        vm,
+        &Device::Cpu,
+        1,
+    )?;
     let model = t.model(true, &Device::Cpu)?;
     let mut score = ModelScore::new(&model, Some(&target), &Device::Cpu);
     let (n, steps) = (10_000, 50);

@@ -24,7 +24,6 @@
 //! regression_loss_large_t,score_mse,score_mse_small_t,mmd2,mmd2_local,train_seconds`.
 
 use anyhow::Result;
-use tsm_nn::candle::{Device, Tensor};
 use clap::Parser;
 use serde::Serialize;
 use tsm_core::schedule::Schedule;
@@ -33,6 +32,7 @@ use tsm_experiments::output::RunTimer;
 use tsm_experiments::plot::{save_svg_png, Panel, PanelGrid, Series, Style};
 use tsm_experiments::training::{tune_cpu, LossArg};
 use tsm_experiments::{init_tracing, FigureArgs, OutputDir};
+use tsm_nn::candle::{Device, Tensor};
 use tsm_nn::engine::EngineKind;
 use tsm_nn::loss::{Batch, LossConfig, WeightingName};
 use tsm_nn::mmd::{median_bandwidth, mmd2_unbiased};
@@ -43,7 +43,7 @@ use tsm_targets::GaussianMixture;
 
 /// Reproduces Fig. 5: DSM, TSM, κ and κ̄ training on the eight-mode mixture.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(version, long_about = None)]
 struct Args {
     #[command(flatten)]
     common: FigureArgs,
@@ -128,7 +128,10 @@ struct Eval {
 
 fn model_scores(model: &ScoreModel, b: &Batch) -> Result<Vec<f32>> {
     let x = Tensor::from_slice(&b.xt, (b.n, b.d), &Device::Cpu)?;
-    Ok(model.forward_with(&x, &b.cond, None)?.flatten_all()?.to_vec1::<f32>()?)
+    Ok(model
+        .forward_with(&x, &b.cond, None)?
+        .flatten_all()?
+        .to_vec1::<f32>()?)
 }
 
 fn evaluate(
@@ -148,7 +151,8 @@ fn evaluate(
     let model = trainer.model(false, &Device::Cpu)?;
     let s = model_scores(&model, batch)?;
     let d = batch.d;
-    let (mut reg, mut reg_s, mut reg_l, mut mse, mut mse_s) = ([0.0; 2], [0.0; 2], [0.0; 2], [0.0; 2], [0.0; 2]);
+    let (mut reg, mut reg_s, mut reg_l, mut mse, mut mse_s) =
+        ([0.0; 2], [0.0; 2], [0.0; 2], [0.0; 2], [0.0; 2]);
     for i in 0..batch.n {
         let (mut r2, mut e2) = (0.0, 0.0);
         for j in i * d..(i + 1) * d {
@@ -308,16 +312,29 @@ fn main() -> Result<()> {
     let csv = out.write_csv("fig5.csv", &rows)?;
 
     // Plots: mean over seeds (line) and min/max (dashed) per loss.
-    let labels = [("dsm", "DSM"), ("tsm", "TSM"), ("kappa", "κ"), ("kappa_bar", "κ̄")];
+    let labels = [
+        ("dsm", "DSM"),
+        ("tsm", "TSM"),
+        ("kappa", "κ"),
+        ("kappa_bar", "κ̄"),
+    ];
     let series = |metric: fn(&Row) -> f64| -> Vec<Series> {
         let mut out = Vec::new();
         for (c, (name, label)) in labels.iter().enumerate() {
-            let mut steps_seen: Vec<u64> = rows.iter().filter(|r| r.loss == *name).map(|r| r.step).collect();
+            let mut steps_seen: Vec<u64> = rows
+                .iter()
+                .filter(|r| r.loss == *name)
+                .map(|r| r.step)
+                .collect();
             steps_seen.sort_unstable();
             steps_seen.dedup();
             let (mut mean, mut lo, mut hi) = (Vec::new(), Vec::new(), Vec::new());
             for s in steps_seen {
-                let vals: Vec<f64> = rows.iter().filter(|r| r.loss == *name && r.step == s).map(metric).collect();
+                let vals: Vec<f64> = rows
+                    .iter()
+                    .filter(|r| r.loss == *name && r.step == s)
+                    .map(metric)
+                    .collect();
                 let x = s as f64;
                 mean.push((x, vals.iter().sum::<f64>() / vals.len() as f64));
                 lo.push((x, vals.iter().copied().fold(f64::INFINITY, f64::min)));
@@ -332,8 +349,18 @@ fn main() -> Result<()> {
         out
     };
     let mut left = Panel::new("Mean regression loss ‖s_θ − L‖²", "iteration", "loss").log_y(true);
-    let mut middle = Panel::new("MMD² (data vs samples), median bandwidth", "iteration", "MMD²").log_y(true);
-    let mut right = Panel::new("Score error at t < 0.1 vs exact ∇log p_t", "iteration", "MSE").log_y(true);
+    let mut middle = Panel::new(
+        "MMD² (data vs samples), median bandwidth",
+        "iteration",
+        "MMD²",
+    )
+    .log_y(true);
+    let mut right = Panel::new(
+        "Score error at t < 0.1 vs exact ∇log p_t",
+        "iteration",
+        "MSE",
+    )
+    .log_y(true);
     for s in series(|r| r.regression_loss) {
         left = left.with(s);
     }
@@ -347,7 +374,11 @@ fn main() -> Result<()> {
         title: format!(
             "Fig. 5 — eight-mode mixture, uniform weighting, {} seed{}",
             n_seeds,
-            if n_seeds > 1 { "s (dashed: min/max)" } else { "" }
+            if n_seeds > 1 {
+                "s (dashed: min/max)"
+            } else {
+                ""
+            }
         ),
         cols: 3,
         panels: vec![left, middle, right],
@@ -378,7 +409,13 @@ fn main() -> Result<()> {
         bandwidth_local: h / 8.0,
         steps_per_second: train_steps as f64 / train_secs.max(1e-9),
     };
-    let record = timer.record("fig5", args.common.seed, quick, params, &["fig5.csv", &svg, &png, "fig5.json"]);
+    let record = timer.record(
+        "fig5",
+        args.common.seed,
+        quick,
+        params,
+        &["fig5.csv", &svg, &png, "fig5.json"],
+    );
     out.write_json("fig5.json", &record)?;
     tracing::info!(csv = %csv.display(), seconds = timer.elapsed_s(), "fig5 written");
     Ok(())

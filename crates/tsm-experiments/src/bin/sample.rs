@@ -23,7 +23,7 @@ use tsm_nn::score::ModelScore;
 
 /// Sample from a trained checkpoint and plot the samples against the target density.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(version, long_about = None)]
 struct Args {
     /// Checkpoint folder (written by `train --out DIR`)
     #[arg(long, value_name = "DIR")]
@@ -59,7 +59,11 @@ fn main() -> Result<()> {
     let (record, state) = checkpoint::load(&args.checkpoint).context("--checkpoint")?;
     let cfg = &record.config;
     let target = tsm_targets::named::by_name(&cfg.target)?;
-    let weights = if args.no_ema { &state.params } else { &state.ema };
+    let weights = if args.no_ema {
+        &state.params
+    } else {
+        &state.ema
+    };
     let model = tsm_nn::train::model_from_named(&cfg.model, weights, &device)?;
     let schedule = cfg.model.schedule()?;
     let scfg = SamplerConfig {
@@ -70,14 +74,29 @@ fn main() -> Result<()> {
     let mut score = ModelScore::new(&model, Some(&target), &device);
     let mut rng = tsm_core::rng::stream(args.seed, 0);
     let start = std::time::Instant::now();
-    let x = sample_by_name(args.sampler.name(), &mut score, &schedule, &scfg, args.n, &mut rng)?;
+    let x = sample_by_name(
+        args.sampler.name(),
+        &mut score,
+        &schedule,
+        &scfg,
+        args.n,
+        &mut rng,
+    )?;
     let seconds = start.elapsed().as_secs_f64();
     let d = Score::dim(&target);
     // CSV.
-    let mut csv = (1..=d).map(|k| format!("x{k}")).collect::<Vec<_>>().join(",");
+    let mut csv = (1..=d)
+        .map(|k| format!("x{k}"))
+        .collect::<Vec<_>>()
+        .join(",");
     csv.push('\n');
     for row in x.chunks_exact(d) {
-        csv.push_str(&row.iter().map(|v| format!("{v}")).collect::<Vec<_>>().join(","));
+        csv.push_str(
+            &row.iter()
+                .map(|v| format!("{v}"))
+                .collect::<Vec<_>>()
+                .join(","),
+        );
         csv.push('\n');
     }
     if let Some(parent) = args.out.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -113,7 +132,16 @@ fn main() -> Result<()> {
         samples: &x,
         target: &target,
     };
-    save_svg_png(if dir.as_os_str().is_empty() { std::path::Path::new(".") } else { &dir }, &stem, (700, 700), &plot)?;
+    save_svg_png(
+        if dir.as_os_str().is_empty() {
+            std::path::Path::new(".")
+        } else {
+            &dir
+        },
+        &stem,
+        (700, 700),
+        &plot,
+    )?;
     tracing::info!(
         n = args.n,
         seconds,
@@ -122,6 +150,9 @@ fn main() -> Result<()> {
         out = %args.out.display(),
         "sampled"
     );
-    println!("{} samples in {seconds:.2} s; MMD² to exact samples = {mmd2:.3e} (h = {h:.3})", args.n);
+    println!(
+        "{} samples in {seconds:.2} s; MMD² to exact samples = {mmd2:.3e} (h = {h:.3})",
+        args.n
+    );
     Ok(())
 }

@@ -24,7 +24,7 @@ use tsm_nn::{MlpConfig, ModelConfig, TrainConfig, Trainer};
 
 /// Train a score network (paper 001 §4.2 MLP) with DSM, TSM, κ or κ̄ on a named target.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(version, long_about = None)]
 struct Args {
     /// Target name (unit_gaussian, easy_mixture, hard_mixture_same_var, hard_mixture_diff_var, eight_modes)
     #[arg(long, default_value = "eight_modes")]
