@@ -81,7 +81,7 @@ pub struct Row {
 /// Propagates identity or posterior errors (none occur on the open grid `0 < t < 1`).
 pub fn compute(
     targets: &[(&str, GaussianMixture)],
-    schedule: &(impl Schedule + Sync),
+    schedule: &impl Schedule,
     sizes: Sizes,
     seed: u64,
 ) -> anyhow::Result<Vec<Row>> {

@@ -110,7 +110,13 @@ pub fn compute(
             )
         })
         .collect::<anyhow::Result<_>>()?;
-    let mut estimates = vec![vec![Vec::with_capacity(sizes.estimates); 4]; 4];
+    let mut estimates: Vec<Vec<Vec<f64>>> = (0..4)
+        .map(|_| {
+            (0..4)
+                .map(|_| Vec::with_capacity(sizes.estimates))
+                .collect()
+        })
+        .collect();
     for e in per_block.iter().flatten() {
         for (l, row) in e.iter().enumerate() {
             for (w, &v) in row.iter().enumerate() {

@@ -42,7 +42,8 @@ fn mean_loss_at_the_true_score_is_the_irreducible_variance() {
         s2 / (a2 * (a2 + s2))
     };
     // (loss index, weighting index, per-draw variance)
-    let cases: [(usize, Weighting, &dyn Fn(f64) -> f64); 2] = [
+    type PerDrawVariance<'a> = &'a dyn Fn(f64) -> f64;
+    let cases: [(usize, Weighting, PerDrawVariance<'_>); 2] = [
         (0, Weighting::DsmOptimal, &var_dsi),
         (1, Weighting::TsmOptimal, &var_tsi),
     ];
