@@ -50,7 +50,7 @@ struct Args {
     /// Training steps per loss [default: 20000, quick: 300]
     #[arg(long)]
     steps: Option<u64>,
-    /// Number of seeds (a band over seeds when > 1) [default: 2, quick: 1]
+    /// Number of seeds (a band over seeds when > 1) [default: 3, quick: 1]
     #[arg(long)]
     seeds: Option<u64>,
     /// Evaluate every N steps [default: steps/20]
@@ -200,7 +200,7 @@ fn main() -> Result<()> {
     let args = Args::parse();
     let quick = args.common.quick;
     let steps = args.steps.unwrap_or(if quick { 300 } else { 20_000 });
-    let n_seeds = args.seeds.unwrap_or(if quick { 1 } else { 2 }).max(1);
+    let n_seeds = args.seeds.unwrap_or(if quick { 1 } else { 3 }).max(1);
     let eval_every = args.eval_every.unwrap_or((steps / 20).max(1)).max(1);
     let n_mmd = args.n_mmd.unwrap_or(if quick { 300 } else { 2000 });
     let sampler_steps = args.sampler_steps.unwrap_or(if quick { 20 } else { 100 });
