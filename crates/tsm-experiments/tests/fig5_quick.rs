@@ -14,7 +14,7 @@ fn scratch() -> PathBuf {
 fn quick_run_writes_csv_svg_png_json() {
     let out = scratch();
     let status = Command::new(env!("CARGO_BIN_EXE_fig5_training"))
-        .args(["--quick", "--steps", "60", "--eval-every", "30", "--out"])
+        .args(["--quick", "--out"])
         .arg(&out)
         .env("RUST_LOG", "warn")
         .status()
@@ -48,15 +48,19 @@ fn quick_run_writes_csv_svg_png_json() {
         ]
     );
     let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.expect("row")).collect();
-    // 4 losses × (step 0 + 2 evaluations).
-    assert_eq!(rows.len(), 4 * 3);
+    // --quick: 300 steps, evaluated every 15 → 4 losses × (step 0 + 20 evaluations).
+    assert_eq!(rows.len(), 4 * 21);
     for loss in ["dsm", "tsm", "kappa", "kappa_bar"] {
-        let steps: Vec<&str> = rows
+        let steps: Vec<u64> = rows
             .iter()
             .filter(|r| &r[1] == loss)
-            .map(|r| &r[2])
+            .map(|r| r[2].parse().expect("step"))
             .collect();
-        assert_eq!(steps, ["0", "30", "60"], "{loss}");
+        assert_eq!(
+            steps,
+            (0..=20).map(|k| 15 * k).collect::<Vec<u64>>(),
+            "{loss}"
+        );
     }
     for r in &rows {
         for k in 3..11 {
