@@ -4,7 +4,7 @@
 //! **Randomness.** The batch of step `k` (1-based) is drawn from `tsm_core::rng::stream(seed,
 //! k)` and the initial weights from the stream `(seed, u64::MAX)`. The state of a run is
 //! therefore fully described by its parameters, EMA, Adam moments and step, all of which a
-//! [checkpoint](crate::checkpoint) stores: 100 steps, save, resume and 100 more steps gives
+//! [checkpoint] stores: 100 steps, save, resume and 100 more steps gives
 //! exactly the same bits as 200 steps straight (tested).
 
 use std::path::Path;

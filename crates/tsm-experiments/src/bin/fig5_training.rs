@@ -68,6 +68,9 @@ struct Args {
     /// Adam learning rate (paper: 1e-4)
     #[arg(long, default_value_t = 1e-4)]
     lr: f64,
+    /// Upper end of the training time range (the evaluation keeps [1e-3, 1 - 1e-3])
+    #[arg(long, default_value_t = 1.0 - 1e-3)]
+    t_max: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -92,6 +95,7 @@ struct Parameters {
     weighting: &'static str,
     schedule: &'static str,
     t_range: (f64, f64),
+    train_t_max: f64,
     steps: u64,
     seeds: Vec<u64>,
     eval_every: u64,
@@ -270,6 +274,7 @@ fn main() -> Result<()> {
                 model: model.clone(),
                 loss: LossConfig {
                     kind: loss.kind(),
+                    t_max: args.t_max,
                     ..base_loss
                 },
                 adam: tsm_nn::optim::AdamConfig {
@@ -390,6 +395,7 @@ fn main() -> Result<()> {
         weighting: "uniform",
         schedule: schedule.name(),
         t_range: (base_loss.t_min, base_loss.t_max),
+        train_t_max: args.t_max,
         steps,
         seeds: seeds.clone(),
         eval_every,
