@@ -255,6 +255,7 @@ impl Figure for SamplesPlot<'_> {
                     .configure_mesh()
                     .x_desc("x")
                     .y_desc("density")
+                    .light_line_style(WHITE.mix(0.0))
                     .label_style((FONT, 13))
                     .draw()
                     .map_err(plot_err)?;
