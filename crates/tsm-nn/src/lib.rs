@@ -16,6 +16,7 @@
 //!
 //! **Architecture invariant:** depends on `tsm-core` and `tsm-targets`, never the reverse.
 #![deny(missing_docs)]
+#![warn(clippy::unwrap_used)]
 
 pub mod checkpoint;
 mod device;
