@@ -14,7 +14,7 @@
 use rayon::prelude::*;
 use serde::Serialize;
 use tsm_core::estimator::MonteCarloScore;
-use tsm_core::identity::{Coefficients, ScoreIdentity};
+use tsm_core::identity::Coefficients;
 use tsm_core::schedule::Schedule;
 use tsm_core::target::{Sample, Score};
 use tsm_targets::{GaussianMixture, MixturePosterior};
@@ -120,16 +120,7 @@ fn one_time(
     seed: u64,
     item: u64,
 ) -> anyhow::Result<[(f64, f64); 4]> {
-    let identities = [
-        ScoreIdentity::Dsi,
-        ScoreIdentity::Tsi,
-        ScoreIdentity::Kappa {
-            sigma_data_sq: target.variance_per_dim(),
-        },
-        ScoreIdentity::KappaBar {
-            sigma_mode_sq: target.mode_variance(),
-        },
-    ];
+    let identities = target.figure_identities();
     let coefficients: Vec<Coefficients> = identities
         .iter()
         .map(|id| id.coefficients(schedule, t))

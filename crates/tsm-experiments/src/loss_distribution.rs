@@ -77,16 +77,7 @@ pub fn compute(
     seed: u64,
     stream_offset: u64,
 ) -> anyhow::Result<TargetLosses> {
-    let identities = [
-        ScoreIdentity::Dsi,
-        ScoreIdentity::Tsi,
-        ScoreIdentity::Kappa {
-            sigma_data_sq: target.variance_per_dim(),
-        },
-        ScoreIdentity::KappaBar {
-            sigma_mode_sq: target.mode_variance(),
-        },
-    ];
+    let identities = target.figure_identities();
     // The weightings use σ_data² of the target (1 for the four figure targets).
     let weightings: Vec<NormalisedWeighting> = Weighting::ALL
         .iter()

@@ -20,6 +20,7 @@
 
 use rand::Rng;
 use tsm_core::fastmath;
+use tsm_core::identity::ScoreIdentity;
 use tsm_core::rng::normal;
 use tsm_core::schedule::{check_time, Schedule};
 use tsm_core::target::{LogDensity, PosteriorSample, Sample, Score};
@@ -248,6 +249,21 @@ impl GaussianMixture {
         total / self.dim as f64
     }
 
+    /// The four identities of the paper's Figs. 2 and 4 for this target, in the paper's order:
+    /// DSI, TSI, `κ` with this target's `σ_data²`, and `κ̄` with its `σ_mode²`.
+    pub fn figure_identities(&self) -> [ScoreIdentity; 4] {
+        [
+            ScoreIdentity::Dsi,
+            ScoreIdentity::Tsi,
+            ScoreIdentity::Kappa {
+                sigma_data_sq: self.variance_per_dim(),
+            },
+            ScoreIdentity::KappaBar {
+                sigma_mode_sq: self.mode_variance(),
+            },
+        ]
+    }
+
     /// `log πᵢ + log N(x; μᵢ, diag sᵢ²)` for component `i` (no checks).
     #[inline(always)]
     fn component_log_density(&self, i: usize, x: &[f64]) -> f64 {
@@ -303,7 +319,7 @@ impl GaussianMixture {
         let (a, s2) = (schedule.alpha(t), schedule.sigma_sq(t));
         let d = self.dim;
         out.fill(0.0);
-        let (mut max_log, mut total) = (f64::NEG_INFINITY, 0.0);
+        let mut softmax = StreamingSoftmax::new();
         for i in 0..self.n_components() {
             let mut l = self.weights[i].ln() - 0.5 * d as f64 * LN_2PI;
             for j in 0..d {
@@ -312,22 +328,14 @@ impl GaussianMixture {
                 let r = x[j] - a * self.means[k];
                 l -= 0.5 * (r * r / var + var.ln());
             }
-            let w = if l > max_log {
-                let rescale = (max_log - l).exp();
-                total *= rescale;
-                out.iter_mut().for_each(|o| *o *= rescale);
-                max_log = l;
-                1.0
-            } else {
-                (l - max_log).exp()
-            };
-            total += w;
+            let w = softmax.push(l, out);
             for j in 0..d {
                 let k = i * d + j;
                 let var = a * a * self.stds[k] * self.stds[k] + s2;
                 out[j] -= w * (x[j] - a * self.means[k]) / var;
             }
         }
+        let total = softmax.total();
         out.iter_mut().for_each(|o| *o /= total);
     }
 
@@ -406,6 +414,50 @@ impl GaussianMixture {
     }
 }
 
+/// One-pass log-sum-exp: terms `e^{lᵢ}` are summed relative to the running maximum, and a
+/// caller's running weighted sum `acc` is rescaled whenever the maximum moves, so that no term
+/// overflows or underflows and nothing is allocated.
+struct StreamingSoftmax {
+    max_log: f64,
+    total: f64,
+}
+
+impl StreamingSoftmax {
+    fn new() -> Self {
+        Self {
+            max_log: f64::NEG_INFINITY,
+            total: 0.0,
+        }
+    }
+
+    /// Adds a term with log-weight `l` and returns its weight `e^{l − max}` relative to the
+    /// (possibly new) maximum; `acc` is rescaled to the new maximum first.
+    #[inline]
+    fn push(&mut self, l: f64, acc: &mut [f64]) -> f64 {
+        let w = if l > self.max_log {
+            let rescale = (self.max_log - l).exp();
+            self.total *= rescale;
+            acc.iter_mut().for_each(|a| *a *= rescale);
+            self.max_log = l;
+            1.0
+        } else {
+            (l - self.max_log).exp()
+        };
+        self.total += w;
+        w
+    }
+
+    /// `Σ e^{lᵢ − max}`.
+    fn total(&self) -> f64 {
+        self.total
+    }
+
+    /// `log Σ e^{lᵢ}`.
+    fn log_total(&self) -> f64 {
+        self.max_log + self.total.ln()
+    }
+}
+
 /// Picks a component by inverse CDF on cumulative weights whose last entry is `+∞`.
 #[inline(always)]
 fn pick(cumulative: &[f64], u: f64) -> usize {
@@ -431,28 +483,19 @@ impl Score for GaussianMixture {
             return;
         }
         out.fill(0.0);
-        let (mut max_log, mut total) = (f64::NEG_INFINITY, 0.0);
+        let mut softmax = StreamingSoftmax::new();
         for i in 0..self.n_components() {
             let l = self.component_log_density(i, x);
             let (m, iv) = (
                 &self.means[i * d..(i + 1) * d],
                 &self.inv_vars[i * d..(i + 1) * d],
             );
-            let w = if l > max_log {
-                let rescale = (max_log - l).exp();
-                total *= rescale;
-                out.iter_mut().for_each(|o| *o *= rescale);
-                max_log = l;
-                1.0
-            } else {
-                (l - max_log).exp()
-            };
-            total += w;
+            let w = softmax.push(l, out);
             for j in 0..d {
                 out[j] -= w * (x[j] - m[j]) * iv[j];
             }
         }
-        let inv = 1.0 / total;
+        let inv = 1.0 / softmax.total();
         out.iter_mut().for_each(|o| *o *= inv);
     }
 
@@ -533,17 +576,11 @@ impl LogDensity for GaussianMixture {
     /// The normalised `log p(x)`, by log-sum-exp.
     fn log_density(&self, x: &[f64]) -> f64 {
         debug_assert_eq!(x.len(), self.dim);
-        let (mut max_log, mut total) = (f64::NEG_INFINITY, 0.0);
+        let mut softmax = StreamingSoftmax::new();
         for i in 0..self.n_components() {
-            let l = self.component_log_density(i, x);
-            if l > max_log {
-                total = total * (max_log - l).exp() + 1.0;
-                max_log = l;
-            } else {
-                total += (l - max_log).exp();
-            }
+            softmax.push(self.component_log_density(i, x), &mut []);
         }
-        max_log + total.ln()
+        softmax.log_total()
     }
 }
 

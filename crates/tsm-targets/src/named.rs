@@ -51,6 +51,16 @@ pub fn by_name(name: &str) -> crate::Result<GaussianMixture> {
     }
 }
 
+/// The four targets of Figs. 1–4 with their names, in the paper's order.
+pub fn figure_targets() -> Vec<(&'static str, GaussianMixture)> {
+    vec![
+        ("unit_gaussian", unit_gaussian()),
+        ("easy_mixture", easy_mixture()),
+        ("hard_mixture_same_var", hard_mixture_same_var()),
+        ("hard_mixture_diff_var", hard_mixture_diff_var()),
+    ]
+}
+
 fn build(weights: &[f64], means: &[f64], stds: &[f64]) -> GaussianMixture {
     // The parameters below are constants that satisfy every check of `univariate`.
     GaussianMixture::univariate(weights, means, stds).expect("named targets are valid")

@@ -32,16 +32,7 @@ fn all_targets() -> Vec<(&'static str, GaussianMixture)> {
 }
 
 fn identities(target: &GaussianMixture) -> [ScoreIdentity; 4] {
-    [
-        ScoreIdentity::Dsi,
-        ScoreIdentity::Tsi,
-        ScoreIdentity::Kappa {
-            sigma_data_sq: target.variance_per_dim(),
-        },
-        ScoreIdentity::KappaBar {
-            sigma_mode_sq: target.mode_variance(),
-        },
-    ]
+    target.figure_identities()
 }
 
 /// Points around the target's support, scaled to `p_t`'s spread.

@@ -29,10 +29,7 @@ fn main() -> anyhow::Result<()> {
     } else {
         Sizes::FULL
     };
-    let targets: Vec<_> = named::FIGURE_TARGETS
-        .iter()
-        .map(|&n| Ok((n, named::by_name(n)?)))
-        .collect::<anyhow::Result<_>>()?;
+    let targets = named::figure_targets();
     let draws = sizes.total_draws(targets.len());
     println!(
         "Fig. 2 Monte Carlo: {} targets x {} t x {} points x {} draws = {:.3e} posterior draws, {} threads",

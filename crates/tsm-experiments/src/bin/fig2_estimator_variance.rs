@@ -45,10 +45,7 @@ fn main() -> anyhow::Result<()> {
     } else {
         Sizes::FULL
     };
-    let targets: Vec<_> = named::FIGURE_TARGETS
-        .iter()
-        .map(|&n| Ok((n, named::by_name(n)?)))
-        .collect::<anyhow::Result<_>>()?;
+    let targets = named::figure_targets();
     let draws = sizes.total_draws(targets.len());
     tracing::info!(
         "Fig. 2: {} posterior draws on {} threads",
