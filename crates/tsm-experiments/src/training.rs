@@ -43,6 +43,7 @@ pub fn tune_cpu() {
 
 /// `--loss`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "snake_case")]
 pub enum LossArg {
     /// Denoising score matching (target L_DSI).
     Dsm,
@@ -77,6 +78,7 @@ impl LossArg {
 
 /// `--weighting`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "snake_case")]
 pub enum WeightingArg {
     /// λ = 1/σ².
     Original,
@@ -102,6 +104,7 @@ impl From<WeightingArg> for tsm_nn::loss::WeightingName {
 
 /// `--parameterisation`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "snake_case")]
 pub enum ParamArg {
     /// s = F.
     Score,
@@ -128,6 +131,7 @@ impl ParamArg {
 
 /// `--schedule`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "snake_case")]
 pub enum ScheduleArg {
     /// α = cos(πt/2), σ = sin(πt/2).
     Cosine,

@@ -29,7 +29,7 @@ fn train_resume_sample() {
             &small[..],
             &[
                 "--loss",
-                "kappa-bar",
+                "kappa_bar",
                 "--steps",
                 "20",
                 "--checkpoint-every",
@@ -93,7 +93,7 @@ fn bad_flag_values_name_the_flag_and_the_choices() {
     assert_eq!(r.status.code(), Some(2));
     let err = String::from_utf8_lossy(&r.stderr);
     assert!(
-        err.contains("--loss") && err.contains("dsm, tsm, kappa, kappa-bar"),
+        err.contains("--loss") && err.contains("dsm, tsm, kappa, kappa_bar"),
         "{err}"
     );
     let r = train(&["--device", "cuda", "--steps", "1"], &out);
