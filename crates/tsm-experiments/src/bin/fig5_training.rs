@@ -321,7 +321,7 @@ fn main() -> Result<()> {
         ("dsm", "DSM"),
         ("tsm", "TSM"),
         ("kappa", "κ"),
-        ("kappa_bar", "κ̄"),
+        ("kappa_bar", "κ-bar"),
     ];
     let series = |metric: fn(&Row) -> f64| -> Vec<Series> {
         let mut out = Vec::new();
