@@ -414,6 +414,29 @@ impl GaussianMixture {
     }
 }
 
+tsm_core::multiversion! {
+    /// `z ← m_c + s_c z` with `c = 1` where `u ≥ threshold`, else `c = 0`.
+    fn place_two_components(z: &mut [f64], u: &[u32], threshold: u64, means: &[f64], stds: &[f64])
+        => place_two_components_kernel
+}
+
+#[inline(always)]
+fn place_two_components_kernel(
+    z: &mut [f64],
+    u: &[u32],
+    threshold: u64,
+    means: &[f64],
+    stds: &[f64],
+) {
+    let (m0, m1, s0, s1) = (means[0], means[1], stds[0], stds[1]);
+    for (o, &u) in z.iter_mut().zip(u) {
+        let second = u64::from(u) >= threshold;
+        let m = if second { m1 } else { m0 };
+        let s = if second { s1 } else { s0 };
+        *o = m + s * *o;
+    }
+}
+
 /// One-pass log-sum-exp: terms `e^{lᵢ}` are summed relative to the running maximum, and a
 /// caller's running weighted sum `acc` is rescaled whenever the maximum moves, so that no term
 /// overflows or underflows and nothing is allocated.
@@ -687,25 +710,16 @@ impl PosteriorSample for MixturePosterior {
                 }
             }
             (1, 2) => {
-                // Component 1 when a 32-bit uniform integer is ≥ ⌈π₀,ₜ 2³²⌉: an integer compare
-                // and a select, two per u64 (the weights are resolved to 2⁻³², far below any
-                // Monte Carlo error here).
+                // Component 1 when a 32-bit uniform integer is ≥ ⌈π₀,ₜ 2³²⌉ (the weights are
+                // resolved to 2⁻³², far below any Monte Carlo error here). The integers come in
+                // blocks, so the choice is a loop of compares and selects that vectorises.
                 let threshold = (self.cumulative[0] * 4_294_967_296.0).ceil() as u64;
-                let (m, s) = (&self.means, &self.stds);
                 normal::fill(rng, out);
-                let place = |o: &mut f64, u: u64| {
-                    let second = u >= threshold;
-                    let (mi, si) = if second { (m[1], s[1]) } else { (m[0], s[0]) };
-                    *o = mi + si * *o;
-                };
-                let mut pairs = out.chunks_exact_mut(2);
-                for pair in &mut pairs {
-                    let bits = rng.next_u64();
-                    place(&mut pair[0], bits >> 32);
-                    place(&mut pair[1], bits & 0xFFFF_FFFF);
-                }
-                for o in pairs.into_remainder() {
-                    place(o, rng.next_u64() >> 32);
+                let mut uniforms = [0u32; 64];
+                for block in out.chunks_mut(64) {
+                    let uniforms = &mut uniforms[..block.len()];
+                    rng.fill(uniforms);
+                    place_two_components(block, uniforms, threshold, &self.means, &self.stds);
                 }
             }
             _ => {
