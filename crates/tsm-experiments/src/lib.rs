@@ -4,6 +4,7 @@
 //!
 //! Each binary in `src/bin/` reproduces one figure; `cargo xtask reproduce-figN` runs it.
 
+pub mod bench;
 pub mod cli;
 pub mod estimator_variance;
 pub mod loss_distribution;

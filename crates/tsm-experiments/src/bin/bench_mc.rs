@@ -3,10 +3,9 @@
 //!
 //! `cargo xtask bench mc [--quick] [--repeats N]`
 
-use std::time::Instant;
-
 use clap::Parser;
 use tsm_core::schedule::Cosine;
+use tsm_experiments::bench::report_repeats;
 use tsm_experiments::estimator_variance::{compute, Sizes};
 use tsm_targets::named;
 
@@ -40,24 +39,9 @@ fn main() -> anyhow::Result<()> {
         draws as f64,
         rayon::current_num_threads()
     );
-    let mut walls = Vec::new();
-    for r in 0..args.repeats.max(1) {
-        let start = Instant::now();
-        let rows = compute(&targets, &Cosine, sizes, r as u64)?;
-        let wall = start.elapsed().as_secs_f64();
-        std::hint::black_box(rows);
-        println!(
-            "  run {r}: {wall:.3} s wall, {:.3e} draws/s",
-            draws as f64 / wall
-        );
-        walls.push(wall);
-    }
-    walls.sort_by(f64::total_cmp);
-    let (best, median) = (walls[0], walls[walls.len() / 2]);
-    println!(
-        "best {best:.3} s ({:.3e} draws/s, {:.2} ns/draw/thread); median {median:.3} s",
-        draws as f64 / best,
-        best * 1e9 * rayon::current_num_threads() as f64 / draws as f64
-    );
+    report_repeats(args.repeats, draws as f64, "draw", |r| {
+        std::hint::black_box(compute(&targets, &Cosine, sizes, r)?);
+        Ok(String::new())
+    })?;
     Ok(())
 }

@@ -5,8 +5,6 @@
 //!
 //! `cargo xtask bench snis [--quick] [--repeats N] [--dim D] [--points P] [--proposals K]`
 
-use std::time::Instant;
-
 use anyhow::Result;
 use clap::Parser;
 use rand::Rng;
@@ -15,6 +13,7 @@ use rayon::prelude::*;
 use tsm_core::identity::{Coefficients, ScoreIdentity};
 use tsm_core::schedule::{Cosine, Schedule};
 use tsm_core::snis::ImportanceSampledScore;
+use tsm_experiments::bench::report_repeats;
 use tsm_targets::GaussianMixture;
 
 /// Times SNIS score estimation and prints the wall time and proposals per second.
@@ -113,24 +112,10 @@ fn main() -> Result<()> {
         total,
         rayon::current_num_threads()
     );
-    let mut walls = Vec::new();
-    for r in 0..args.repeats.max(1) {
-        let start = Instant::now();
-        let (checksum, mean_ess) = run_once(&target, args.dim, points, args.proposals, r as u64)?;
-        let wall = start.elapsed().as_secs_f64();
+    report_repeats(args.repeats, total, "proposal", |r| {
+        let (checksum, mean_ess) = run_once(&target, args.dim, points, args.proposals, r)?;
         std::hint::black_box(checksum);
-        println!(
-            "  run {r}: {wall:.3} s wall, {:.3e} proposals/s, mean ESS {mean_ess:.1}",
-            total / wall
-        );
-        walls.push(wall);
-    }
-    walls.sort_by(f64::total_cmp);
-    let (best, median) = (walls[0], walls[walls.len() / 2]);
-    println!(
-        "best {best:.3} s ({:.3e} proposals/s, {:.1} ns/proposal/thread); median {median:.3} s",
-        total / best,
-        best * 1e9 * rayon::current_num_threads() as f64 / total
-    );
+        Ok(format!(", mean ESS {mean_ess:.1}"))
+    })?;
     Ok(())
 }
