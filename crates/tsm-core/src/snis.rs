@@ -49,12 +49,14 @@
 //! use tsm_core::identity::ScoreIdentity;
 //! use tsm_core::schedule::Cosine;
 //! use tsm_core::snis::ImportanceSampledScore;
-//! use tsm_core::target::{LogDensity, Score};
+//! use tsm_core::target::{Dim, LogDensity, Score};
 //!
 //! /// N(0, I_d), known up to its normalising constant.
 //! struct StdNormal(usize);
-//! impl Score for StdNormal {
+//! impl Dim for StdNormal {
 //!     fn dim(&self) -> usize { self.0 }
+//! }
+//! impl Score for StdNormal {
 //!     fn score(&self, x: &[f64], out: &mut [f64]) {
 //!         for (o, &v) in out.iter_mut().zip(x) { *o = -v; }
 //!     }

@@ -1,5 +1,7 @@
 //! What we may know about a target `p_0` on `ℝ^d`, split by capability.
 //!
+//! - [`Dim`]: the dimension `d`, the one accessor every capability shares (so that a type
+//!   implementing several of them has one unambiguous `x.dim()`);
 //! - [`Score`]: `∇log p_0(x)` — all that TSM's loss needs;
 //! - [`LogDensity`]: an (unnormalised) `log p_0(x)` as well — what importance sampling needs;
 //! - [`Sample`]: i.i.d. draws `x ~ p_0` — what training data needs.
@@ -13,10 +15,17 @@ use rand::Rng;
 
 use crate::{Error, Result};
 
-/// A target on `ℝ^d` whose score `∇log p_0` can be evaluated.
-pub trait Score {
+/// The dimension `d` of the space `ℝ^d` that a target, a posterior or a score lives on.
+///
+/// It is the supertrait of every capability trait, so that a type implementing several of
+/// them (a target with a score and samples) answers `x.dim()` without ambiguity.
+pub trait Dim {
     /// The dimension `d`.
     fn dim(&self) -> usize;
+}
+
+/// A target on `ℝ^d` whose score `∇log p_0` can be evaluated.
+pub trait Score: Dim {
     /// Writes `∇log p_0(x)` into `out` (`x.len() == out.len() == dim`).
     fn score(&self, x: &[f64], out: &mut [f64]);
 
@@ -37,17 +46,13 @@ pub trait LogDensity: Score {
 }
 
 /// A target that can be sampled exactly.
-pub trait Sample {
-    /// The dimension `d`.
-    fn dim(&self) -> usize;
+pub trait Sample: Dim {
     /// Writes one draw `x ~ p_0` into `out` (`out.len() == dim`).
     fn sample_into<R: Rng + ?Sized>(&self, rng: &mut R, out: &mut [f64]);
 }
 
 /// Draws from a posterior `p(x_0 | x_t)` at a fixed `x_t`.
-pub trait PosteriorSample {
-    /// The dimension `d`.
-    fn dim(&self) -> usize;
+pub trait PosteriorSample: Dim {
     /// Writes one draw `x_0 ~ p(x_0 | x_t)` into `out` (`out.len() == dim`).
     fn sample_into<R: Rng + ?Sized>(&self, rng: &mut R, out: &mut [f64]);
 
@@ -66,5 +71,44 @@ pub fn check_dim(expected: usize, got: usize, op: &'static str) -> Result<()> {
         Ok(())
     } else {
         Err(Error::DimMismatch { expected, got, op })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `N(0, I_d)` with a score and samples.
+    struct StdNormal(usize);
+
+    impl Dim for StdNormal {
+        fn dim(&self) -> usize {
+            self.0
+        }
+    }
+    impl Score for StdNormal {
+        fn score(&self, x: &[f64], out: &mut [f64]) {
+            for (o, &v) in out.iter_mut().zip(x) {
+                *o = -v;
+            }
+        }
+    }
+    impl Sample for StdNormal {
+        fn sample_into<R: Rng + ?Sized>(&self, rng: &mut R, out: &mut [f64]) {
+            crate::rng::normal::fill(rng, out);
+        }
+    }
+
+    fn dim_of<T: Score + Sample>(t: &T) -> usize {
+        // With `dim` declared in both traits this was ambiguous (E0034).
+        t.dim()
+    }
+
+    #[test]
+    fn one_dimension_accessor_for_every_capability() {
+        let target = StdNormal(3);
+        assert_eq!(target.dim(), 3);
+        assert_eq!(dim_of(&target), 3);
+        assert!(check_dim(target.dim(), 2, "test").is_err());
     }
 }

@@ -12,7 +12,7 @@ use tsm_core::estimator::MonteCarloScore;
 use tsm_core::gaussian_variance::GaussianVariance;
 use tsm_core::identity::{Coefficients, ScoreIdentity};
 use tsm_core::schedule::{Cosine, LinearVp, Schedule};
-use tsm_core::target::{PosteriorSample, Score};
+use tsm_core::target::{Dim, PosteriorSample, Score};
 use tsm_core::{Error, Result};
 
 const SIGMAS: f64 = 5.0;
@@ -24,10 +24,13 @@ struct Gaussian {
     var: f64,
 }
 
-impl Score for Gaussian {
+impl Dim for Gaussian {
     fn dim(&self) -> usize {
         self.dim
     }
+}
+
+impl Score for Gaussian {
     fn score(&self, x: &[f64], out: &mut [f64]) {
         for (o, &v) in out.iter_mut().zip(x) {
             *o = -v / self.var;
@@ -52,10 +55,13 @@ impl Posterior {
     }
 }
 
-impl PosteriorSample for Posterior {
+impl Dim for Posterior {
     fn dim(&self) -> usize {
         self.mean.len()
     }
+}
+
+impl PosteriorSample for Posterior {
     fn sample_into<R: Rng + ?Sized>(&self, rng: &mut R, out: &mut [f64]) {
         for (o, &m) in out.iter_mut().zip(&self.mean) {
             let z: f64 = rng.sample(StandardNormal);

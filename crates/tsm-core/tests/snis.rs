@@ -12,7 +12,7 @@ use tsm_core::gaussian_variance::GaussianVariance;
 use tsm_core::identity::{Coefficients, ScoreIdentity};
 use tsm_core::schedule::{Cosine, Schedule, Ve};
 use tsm_core::snis::ImportanceSampledScore;
-use tsm_core::target::{LogDensity, Score};
+use tsm_core::target::{Dim, LogDensity, Score};
 use tsm_core::{Error, Result};
 
 const SIGMAS: f64 = 5.0;
@@ -42,10 +42,13 @@ impl Gaussian {
     }
 }
 
-impl Score for Gaussian {
+impl Dim for Gaussian {
     fn dim(&self) -> usize {
         self.dim
     }
+}
+
+impl Score for Gaussian {
     fn score(&self, x: &[f64], out: &mut [f64]) {
         for (o, &v) in out.iter_mut().zip(x) {
             *o = -v / self.var;
@@ -65,11 +68,13 @@ struct Custom<L: Fn(&[f64]) -> f64> {
     log_density: L,
 }
 
-impl<L: Fn(&[f64]) -> f64> Score for Custom<L> {
+impl<L: Fn(&[f64]) -> f64> Dim for Custom<L> {
     fn dim(&self) -> usize {
         self.dim
     }
-    fn score(&self, _x: &[f64], out: &mut [f64]) {
+}
+
+impl<L: Fn(&[f64]) -> f64> Score for Custom<L> {    fn score(&self, _x: &[f64], out: &mut [f64]) {
         out.fill(0.0);
     }
 }

@@ -16,7 +16,7 @@ use serde::Serialize;
 use tsm_core::estimator::MonteCarloScore;
 use tsm_core::identity::Coefficients;
 use tsm_core::schedule::Schedule;
-use tsm_core::target::{Sample, Score};
+use tsm_core::target::{Dim, Sample, Score};
 use tsm_targets::{GaussianMixture, MixturePosterior};
 
 /// The estimators of Fig. 2, in the paper's order, with their CSV names.

@@ -22,7 +22,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 use tsm_core::identity::{Coefficients, ScoreIdentity};
 use tsm_core::schedule::{AnySchedule, Schedule};
-use tsm_core::target::{Sample, Score};
+use tsm_core::target::{Dim, Sample, Score};
 use tsm_core::weighting::{NormalisedWeighting, TimeRange, Weighting};
 use tsm_targets::GaussianMixture;
 

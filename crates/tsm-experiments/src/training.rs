@@ -222,7 +222,7 @@ pub struct SamplesPlot<'a> {
 
 impl Figure for SamplesPlot<'_> {
     fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> Result<()> {
-        let d = tsm_core::target::Score::dim(self.target);
+        let d = tsm_core::target::Dim::dim(self.target);
         let density = |x: &[f64]| self.target.log_density(x).exp();
         match d {
             1 => {

@@ -31,7 +31,7 @@ use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 use tsm_core::identity::ScoreIdentity;
 use tsm_core::schedule::{AnySchedule, Schedule};
-use tsm_core::target::{Sample, Score};
+use tsm_core::target::{Dim, Sample, Score};
 use tsm_core::weighting::{NormalisedWeighting, TimeRange, Weighting};
 
 use crate::network::{Conditioning, ModelConfig};
@@ -216,10 +216,10 @@ impl<'a, T: Score + Sample> BatchSampler<'a, T> {
         identity.coefficients(&schedule, range.t_max())?;
         let weighting =
             NormalisedWeighting::new(loss.weighting.into(), schedule, sigma_data_sq, range)?;
-        if Score::dim(target) != model.mlp.dim || Sample::dim(target) != model.mlp.dim {
+        if Dim::dim(target) != model.mlp.dim || Dim::dim(target) != model.mlp.dim {
             return Err(Error::config(format!(
                 "target of dimension {} for a model of dimension {}",
-                Score::dim(target),
+                Dim::dim(target),
                 model.mlp.dim
             )));
         }

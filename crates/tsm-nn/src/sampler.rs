@@ -28,7 +28,7 @@
 use rand::Rng;
 use rand_distr::StandardNormal;
 use tsm_core::schedule::Schedule;
-use tsm_core::target::Score;
+use tsm_core::target::{Dim, Score};
 use tsm_targets::GaussianMixture;
 
 use crate::{Error, Result};
@@ -55,11 +55,11 @@ pub struct ExactMixtureScore<'a, S> {
 
 impl<S: Schedule> ScoreFn for ExactMixtureScore<'_, S> {
     fn dim(&self) -> usize {
-        Score::dim(self.mixture)
+        Dim::dim(self.mixture)
     }
     fn score(&mut self, x: &[f64], t: f64, out: &mut [f64]) -> Result<()> {
         let p_t = self.mixture.noised(&self.schedule, t)?;
-        let d = Score::dim(self.mixture);
+        let d = Dim::dim(self.mixture);
         for (xi, oi) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
             p_t.score(xi, oi);
         }

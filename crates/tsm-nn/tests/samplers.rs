@@ -3,7 +3,7 @@
 //! sample size. A sampler given the score of the wrong mixture is rejected (the test can fail).
 
 use tsm_core::schedule::{AnySchedule, Cosine};
-use tsm_core::target::Sample;
+use tsm_core::target::{Dim, Sample};
 use tsm_nn::mmd::{median_bandwidth, mmd2_unbiased};
 use tsm_nn::sampler::{sample_by_name, ExactMixtureScore, SamplerConfig};
 use tsm_targets::{named, GaussianMixture};
@@ -12,7 +12,7 @@ const N: usize = 1000;
 
 fn exact(target: &GaussianMixture, seed: u64) -> Vec<f64> {
     let mut rng = tsm_core::rng::stream(seed, 1);
-    let d = Sample::dim(target);
+    let d = Dim::dim(target);
     let mut x = vec![0.0; N * d];
     for row in x.chunks_exact_mut(d) {
         target.sample_into(&mut rng, row);
@@ -25,7 +25,7 @@ fn exact(target: &GaussianMixture, seed: u64) -> Vec<f64> {
 /// (with the plain median, `h ≈ 5` spans the whole circle of radius 4 and cannot tell a mode
 /// std of 0.5 from 0.8).
 fn null(target: &GaussianMixture) -> (f64, f64, f64) {
-    let d = Sample::dim(target);
+    let d = Dim::dim(target);
     let h = median_bandwidth(&exact(target, 1000), &exact(target, 1001), d).expect("h") / 8.0;
     let vals: Vec<f64> = (0..20)
         .map(|r| {

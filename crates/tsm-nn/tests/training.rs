@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use candle::Device;
 use rand::Rng;
 use tsm_core::schedule::{Cosine, Schedule};
-use tsm_core::target::{Sample, Score};
+use tsm_core::target::{Dim, Sample, Score};
 use tsm_nn::engine::EngineKind;
 use tsm_nn::loss::{LossConfig, LossKind, WeightingName};
 use tsm_nn::{checkpoint, Error, MlpConfig, ModelConfig, TrainConfig, Trainer};
@@ -168,11 +168,13 @@ struct Poisoned {
     poisoned: AtomicBool,
 }
 
-impl Score for Poisoned {
+impl Dim for Poisoned {
     fn dim(&self) -> usize {
-        Score::dim(&self.inner)
+        self.inner.dim()
     }
-    fn score(&self, x: &[f64], out: &mut [f64]) {
+}
+
+impl Score for Poisoned {    fn score(&self, x: &[f64], out: &mut [f64]) {
         self.inner.score(x, out);
         if self.poisoned.load(Ordering::Relaxed) {
             out[0] = f64::NAN;
@@ -180,11 +182,7 @@ impl Score for Poisoned {
     }
 }
 
-impl Sample for Poisoned {
-    fn dim(&self) -> usize {
-        Sample::dim(&self.inner)
-    }
-    fn sample_into<R: Rng + ?Sized>(&self, rng: &mut R, out: &mut [f64]) {
+impl Sample for Poisoned {    fn sample_into<R: Rng + ?Sized>(&self, rng: &mut R, out: &mut [f64]) {
         self.inner.sample_into(rng, out)
     }
 }
@@ -273,7 +271,7 @@ fn damaged_checkpoints_are_typed_errors() {
 /// and the same for `s = 0` (the score's second moment), on 200 points per time; EMA weights.
 fn score_error(t: &Trainer<'_, GaussianMixture>, target: &GaussianMixture) -> (f64, f64) {
     let model = t.model(true, &Device::Cpu).expect("EMA model");
-    let d = Score::dim(target);
+    let d = Dim::dim(target);
     let mut rng = tsm_core::rng::stream(99, 0);
     let (mut err, mut base, mut count) = (0.0, 0.0, 0.0);
     for k in 1..=19 {

@@ -23,7 +23,7 @@ use tsm_core::fastmath;
 use tsm_core::identity::ScoreIdentity;
 use tsm_core::rng::normal;
 use tsm_core::schedule::{check_time, Schedule};
-use tsm_core::target::{LogDensity, PosteriorSample, Sample, Score};
+use tsm_core::target::{Dim, LogDensity, PosteriorSample, Sample, Score};
 
 use crate::error::check_len;
 use crate::{Error, Result};
@@ -190,11 +190,6 @@ impl GaussianMixture {
             inv_vars,
             log_norms,
         }
-    }
-
-    /// The dimension `d` (inherent, so that calls need not pick between the trait methods).
-    pub fn dim(&self) -> usize {
-        self.dim
     }
 
     /// Number of components.
@@ -488,11 +483,13 @@ fn pick(cumulative: &[f64], u: f64) -> usize {
     cumulative.iter().take_while(|&&c| c <= u).count()
 }
 
-impl Score for GaussianMixture {
+impl Dim for GaussianMixture {
     fn dim(&self) -> usize {
         self.dim
     }
+}
 
+impl Score for GaussianMixture {
     /// `∇log p(x) = Σᵢ rᵢ(x) · (−(x − μᵢ)/sᵢ²)`, `rᵢ` the responsibilities, by a one-pass
     /// streaming log-sum-exp (no allocation).
     fn score(&self, x: &[f64], out: &mut [f64]) {
@@ -607,11 +604,7 @@ impl LogDensity for GaussianMixture {
     }
 }
 
-impl Sample for GaussianMixture {
-    fn dim(&self) -> usize {
-        self.dim
-    }
-    fn sample_into<R: Rng + ?Sized>(&self, rng: &mut R, out: &mut [f64]) {
+impl Sample for GaussianMixture {    fn sample_into<R: Rng + ?Sized>(&self, rng: &mut R, out: &mut [f64]) {
         let i = pick(&self.cumulative, rng.random::<f64>());
         let d = self.dim;
         for j in 0..d {
@@ -681,11 +674,13 @@ impl MixturePosterior {
     }
 }
 
-impl PosteriorSample for MixturePosterior {
+impl Dim for MixturePosterior {
     fn dim(&self) -> usize {
         self.dim
     }
-    #[inline]
+}
+
+impl PosteriorSample for MixturePosterior {    #[inline]
     fn sample_into<R: Rng + ?Sized>(&self, rng: &mut R, out: &mut [f64]) {
         let d = self.dim;
         let i = if self.cumulative.len() == 1 {

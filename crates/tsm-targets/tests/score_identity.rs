@@ -11,7 +11,7 @@ use tsm_core::estimator::MonteCarloScore;
 use tsm_core::identity::{Coefficients, ScoreIdentity};
 use tsm_core::rng::FastRng;
 use tsm_core::schedule::{AnySchedule, Cosine, Schedule};
-use tsm_core::target::{LogDensity, PosteriorSample, Score};
+use tsm_core::target::{Dim, LogDensity, PosteriorSample, Score};
 use tsm_targets::{named, GaussianMixture};
 
 mod tolerances {

@@ -21,7 +21,7 @@ use rand_distr::StandardNormal;
 use tsm_core::identity::{Coefficients, ScoreIdentity};
 use tsm_core::schedule::Cosine;
 use tsm_core::snis::ImportanceSampledScore;
-use tsm_core::target::{LogDensity, Sample, Score};
+use tsm_core::target::{Dim, LogDensity, Sample, Score};
 use tsm_targets::{named, GaussianMixture};
 
 const SIGMAS: f64 = 5.0;
@@ -51,7 +51,7 @@ fn unseen_mass_allowance(
     x_t: &[f64],
     ess: f64,
 ) -> Result<Vec<f64>, Box<dyn std::error::Error>> {
-    let d = Score::dim(target);
+    let d = Dim::dim(target);
     let post = target.posterior(&Cosine, t, x_t)?;
     let weights = post.weights();
     let unseen: f64 = weights.iter().filter(|&&w| w * ess < 1.0).sum();

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use tsm_core::target::{Sample, Score};
+use tsm_core::target::{Dim, Sample};
 use tsm_experiments::init_tracing;
 use tsm_experiments::output::write_atomic;
 use tsm_experiments::plot::save_svg_png;
@@ -83,7 +83,7 @@ fn main() -> Result<()> {
         &mut rng,
     )?;
     let seconds = start.elapsed().as_secs_f64();
-    let d = Score::dim(&target);
+    let d = Dim::dim(&target);
     // CSV.
     let mut csv = (1..=d)
         .map(|k| format!("x{k}"))

@@ -116,7 +116,7 @@ fn main() -> Result<()> {
             target: args.target.clone(),
             model: ModelConfig {
                 mlp: MlpConfig {
-                    dim: tsm_core::target::Score::dim(&target),
+                    dim: tsm_core::target::Dim::dim(&target),
                     hidden: args.hidden,
                     depth: args.depth,
                     embedding_dim: args.embedding_dim,
