@@ -34,6 +34,7 @@
 #![deny(missing_docs)]
 #![warn(clippy::unwrap_used)]
 
+pub mod choice;
 mod error;
 pub mod estimator;
 pub mod fastmath;

@@ -74,7 +74,8 @@ impl<L: Fn(&[f64]) -> f64> Dim for Custom<L> {
     }
 }
 
-impl<L: Fn(&[f64]) -> f64> Score for Custom<L> {    fn score(&self, _x: &[f64], out: &mut [f64]) {
+impl<L: Fn(&[f64]) -> f64> Score for Custom<L> {
+    fn score(&self, _x: &[f64], out: &mut [f64]) {
         out.fill(0.0);
     }
 }

@@ -174,7 +174,8 @@ impl Dim for Poisoned {
     }
 }
 
-impl Score for Poisoned {    fn score(&self, x: &[f64], out: &mut [f64]) {
+impl Score for Poisoned {
+    fn score(&self, x: &[f64], out: &mut [f64]) {
         self.inner.score(x, out);
         if self.poisoned.load(Ordering::Relaxed) {
             out[0] = f64::NAN;
@@ -182,7 +183,8 @@ impl Score for Poisoned {    fn score(&self, x: &[f64], out: &mut [f64]) {
     }
 }
 
-impl Sample for Poisoned {    fn sample_into<R: Rng + ?Sized>(&self, rng: &mut R, out: &mut [f64]) {
+impl Sample for Poisoned {
+    fn sample_into<R: Rng + ?Sized>(&self, rng: &mut R, out: &mut [f64]) {
         self.inner.sample_into(rng, out)
     }
 }

@@ -604,7 +604,8 @@ impl LogDensity for GaussianMixture {
     }
 }
 
-impl Sample for GaussianMixture {    fn sample_into<R: Rng + ?Sized>(&self, rng: &mut R, out: &mut [f64]) {
+impl Sample for GaussianMixture {
+    fn sample_into<R: Rng + ?Sized>(&self, rng: &mut R, out: &mut [f64]) {
         let i = pick(&self.cumulative, rng.random::<f64>());
         let d = self.dim;
         for j in 0..d {
@@ -680,7 +681,8 @@ impl Dim for MixturePosterior {
     }
 }
 
-impl PosteriorSample for MixturePosterior {    #[inline]
+impl PosteriorSample for MixturePosterior {
+    #[inline]
     fn sample_into<R: Rng + ?Sized>(&self, rng: &mut R, out: &mut [f64]) {
         let d = self.dim;
         let i = if self.cumulative.len() == 1 {
