@@ -101,22 +101,7 @@ fn run() -> Result<()> {
             Ok(())
         }
         "bench" => {
-            let wanted: Vec<&str> = rest
-                .iter()
-                .filter(|a| !a.starts_with('-'))
-                .map(String::as_str)
-                .collect();
-            let flags: Vec<String> = rest
-                .iter()
-                .filter(|a| a.starts_with('-'))
-                .cloned()
-                .collect();
-            for name in &wanted {
-                if !BENCHES.iter().any(|(n, _)| n == name) {
-                    let valid: Vec<&str> = BENCHES.iter().map(|(n, _)| *n).collect();
-                    bail!("unknown benchmark `{name}`; valid: {}", valid.join(", "));
-                }
-            }
+            let (wanted, flags) = split_bench_args(&rest)?;
             for (name, bin) in BENCHES {
                 if wanted.is_empty() || wanted.contains(name) {
                     run_bin(bin, &flags)?;
@@ -132,6 +117,37 @@ fn run() -> Result<()> {
             }
         },
     }
+}
+
+/// Splits `bench`'s arguments into the benchmarks asked for and the arguments for them.
+///
+/// The names come first (`cargo xtask bench mc snis --repeats 5`): every argument before the
+/// first one that starts with `-` (or before a `--`, which is dropped) must name a benchmark;
+/// that argument and everything after it go to each benchmark unchanged, values included
+/// (`--repeats 5` passes `5` on, it is not a benchmark's name). No name means every benchmark.
+///
+/// # Errors
+/// An unknown benchmark name, listing the valid ones.
+fn split_bench_args(args: &[String]) -> Result<(Vec<&'static str>, Vec<String>)> {
+    let first_flag = args
+        .iter()
+        .position(|a| a.starts_with('-'))
+        .unwrap_or(args.len());
+    let mut wanted = Vec::new();
+    for name in &args[..first_flag] {
+        match BENCHES.iter().find(|(n, _)| n == name) {
+            Some((n, _)) => wanted.push(*n),
+            None => {
+                let valid: Vec<&str> = BENCHES.iter().map(|(n, _)| *n).collect();
+                bail!("unknown benchmark `{name}`; valid: {}", valid.join(", "));
+            }
+        }
+    }
+    let flags = match args.get(first_flag).map(String::as_str) {
+        Some("--") => args[first_flag + 1..].to_vec(),
+        _ => args[first_flag..].to_vec(),
+    };
+    Ok((wanted, flags))
 }
 
 fn task(command: &str) -> Option<&'static (&'static str, &'static str, &'static str)> {
@@ -181,8 +197,47 @@ fn print_help() {
         "reproduce-all"
     );
     println!(
-        "  {:<16} Benchmarks: mc, train, snis (default all); e.g. `cargo xtask bench mc`",
+        "  {:<16} Benchmarks: mc, train, snis (default all), then their flags; e.g. `cargo xtask bench mc --repeats 5`",
         "bench"
     );
     println!("\nEnvironment: TSM_FEATURES=cuda (or metal) builds the binaries with that feature.");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_bench_args;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn a_flag_value_is_not_a_benchmark_name() {
+        // The command of docs/performance.md; it failed with "unknown benchmark `5`".
+        let (wanted, flags) = split_bench_args(&args("mc --repeats 5")).expect("valid");
+        assert_eq!(wanted, ["mc"]);
+        assert_eq!(flags, args("--repeats 5"));
+    }
+
+    #[test]
+    fn names_come_first_and_flags_go_to_every_benchmark() {
+        let (wanted, flags) = split_bench_args(&args("mc snis --quick --repeats 3")).expect("ok");
+        assert_eq!(wanted, ["mc", "snis"]);
+        assert_eq!(flags, args("--quick --repeats 3"));
+        let (wanted, flags) = split_bench_args(&args("--repeats 2")).expect("ok");
+        assert!(wanted.is_empty(), "no name: every benchmark");
+        assert_eq!(flags, args("--repeats 2"));
+        let (wanted, flags) = split_bench_args(&[]).expect("ok");
+        assert!(wanted.is_empty() && flags.is_empty());
+        let (wanted, flags) = split_bench_args(&args("train -- --repeats 4")).expect("ok");
+        assert_eq!(wanted, ["train"]);
+        assert_eq!(flags, args("--repeats 4"));
+    }
+
+    #[test]
+    fn an_unknown_name_lists_the_valid_ones() {
+        let err = split_bench_args(&args("mcc --repeats 5")).expect_err("unknown");
+        assert!(err.to_string().contains("`mcc`"), "{err}");
+        assert!(err.to_string().contains("mc, train, snis"), "{err}");
+    }
 }
