@@ -48,3 +48,28 @@ pub mod target;
 pub mod weighting;
 
 pub use error::{Error, Result};
+
+/// The `rand` crate this crate's traits are written against, re-exported so that a user
+/// implementing [`target::Sample`] or [`target::PosteriorSample`] names the same `Rng` trait
+/// without adding (and version-matching) a dependency of their own.
+///
+/// ```
+/// use tsm_core::rand::Rng;
+/// use tsm_core::target::{Dim, Sample};
+///
+/// /// Uniform on `[0, 1]^d`.
+/// struct UnitCube(usize);
+/// impl Dim for UnitCube {
+///     fn dim(&self) -> usize { self.0 }
+/// }
+/// impl Sample for UnitCube {
+///     fn sample_into<R: Rng + ?Sized>(&self, rng: &mut R, out: &mut [f64]) {
+///         out.iter_mut().for_each(|o| *o = rng.random::<f64>());
+///     }
+/// }
+///
+/// let mut x = [0.0; 3];
+/// UnitCube(3).sample_into(&mut tsm_core::rng::stream(1, 0), &mut x);
+/// assert!(x.iter().all(|v| (0.0..1.0).contains(v)));
+/// ```
+pub use rand;
