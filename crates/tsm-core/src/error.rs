@@ -86,6 +86,17 @@ pub enum Error {
         /// The valid names, comma separated.
         valid: String,
     },
+    /// A choice whose number was left to be taken from the target (e.g. `kappa_bar` without
+    /// `σ_mode²`), used before it was resolved, or resolved for a target that lacks the number.
+    #[error("`{name}` needs {quantity}: {hint}")]
+    Unresolved {
+        /// The choice's name (`kappa`, `kappa_bar`, `preconditioned`).
+        name: &'static str,
+        /// The missing number, in words.
+        quantity: &'static str,
+        /// How to supply it.
+        hint: &'static str,
+    },
     /// A Monte Carlo or importance-sampling estimate with too few usable draws.
     #[error("{op} needs at least {needed} draws, got {got}")]
     TooFewDraws {

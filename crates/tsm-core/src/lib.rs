@@ -24,7 +24,7 @@
 //! use tsm_core::identity::ScoreIdentity;
 //!
 //! let schedule = Cosine;
-//! let kappa = ScoreIdentity::Kappa { sigma_data_sq: 1.0 };
+//! let kappa = ScoreIdentity::kappa(1.0);
 //! // L_κ is finite at both ends of the cosine schedule.
 //! assert!(kappa.coefficients(&schedule, 0.0).is_ok());
 //! assert!(kappa.coefficients(&schedule, 1.0).is_ok());

@@ -18,8 +18,11 @@
 //! [^2]: Song et al. (2021), *Score-based generative modeling through SDEs* (VP and VE SDEs).
 
 use std::f64::consts::FRAC_PI_2;
+use std::fmt;
+use std::str::FromStr;
 
-use crate::error::{positive, unknown_name};
+use crate::choice::{unknown, Choice};
+use crate::error::positive;
 use crate::{Error, Result};
 
 /// A noising schedule `t ↦ (α_t, σ_t)` on `t ∈ [0, 1]` and its forward SDE.
@@ -134,11 +137,21 @@ impl LinearVp {
     }
 
     /// The usual parameters `β_min = 0.1`, `β_max = 20`.
-    pub fn standard() -> Self {
+    pub const fn standard() -> Self {
         Self {
             beta_min: 0.1,
             beta_max: 20.0,
         }
+    }
+
+    /// `β_min`.
+    pub fn beta_min(&self) -> f64 {
+        self.beta_min
+    }
+
+    /// `β_max`.
+    pub fn beta_max(&self) -> f64 {
+        self.beta_max
     }
 
     /// `β(t)`.
@@ -233,11 +246,21 @@ impl Ve {
     }
 
     /// `σ_min = 0.01`, `σ_max = 10` (enough to cover a unit-variance target).
-    pub fn standard() -> Self {
+    pub const fn standard() -> Self {
         Self {
             sigma_min: 0.01,
             sigma_max: 10.0,
         }
+    }
+
+    /// `σ_min`.
+    pub fn sigma_min(&self) -> f64 {
+        self.sigma_min
+    }
+
+    /// `σ_max`.
+    pub fn sigma_max(&self) -> f64 {
+        self.sigma_max
     }
 
     fn log_ratio(&self) -> f64 {
@@ -278,6 +301,33 @@ impl Schedule for Ve {
 /// One of the built-in schedules, chosen at run time (by name on a command line).
 ///
 /// Enum dispatch keeps it `Copy` and fast in inner loops.
+///
+/// # Names
+/// As a [`Choice`] it parses from and prints as:
+///
+/// | name | schedule |
+/// |---|---|
+/// | `cosine` | [`Cosine`] |
+/// | `linear_vp` | [`LinearVp::standard`] (`β_min = 0.1`, `β_max = 20`) |
+/// | `linear_vp(beta_min=B,beta_max=B)` | [`LinearVp::new`] |
+/// | `ve` | [`Ve::standard`] (`σ_min = 0.01`, `σ_max = 10`) |
+/// | `ve(sigma_min=S,sigma_max=S)` | [`Ve::new`] |
+///
+/// In the parameterised forms both keys are required, in any order, separated by a comma
+/// (spaces allowed). `Display` prints the bare name for the standard parameters and the
+/// parameterised form otherwise, with numbers in Rust's shortest round-trip form, so that
+/// parsing what it prints gives back the same schedule, bit for bit.
+///
+/// ```
+/// use tsm_core::schedule::{AnySchedule, LinearVp, Schedule};
+/// let s: AnySchedule = "linear_vp(beta_min=0.05, beta_max=10)".parse()?;
+/// assert_eq!(s, AnySchedule::LinearVp(LinearVp::new(0.05, 10.0)?));
+/// assert_eq!(s.to_string(), "linear_vp(beta_min=0.05,beta_max=10)");
+/// assert_eq!(s.name(), "linear_vp");
+/// assert_eq!("cosine".parse::<AnySchedule>()?.to_string(), "cosine");
+/// assert!("quadratic".parse::<AnySchedule>().is_err()); // lists the valid names
+/// # Ok::<(), tsm_core::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum AnySchedule {
     /// [`Cosine`].
@@ -289,27 +339,29 @@ pub enum AnySchedule {
 }
 
 impl AnySchedule {
-    /// The names [`AnySchedule::by_name`] accepts.
+    /// The three built-in schedules with their standard parameters.
+    pub const ALL: [AnySchedule; 3] = [
+        Self::Cosine(Cosine),
+        Self::LinearVp(LinearVp::standard()),
+        Self::Ve(Ve::standard()),
+    ];
+
+    /// The bare names of [`AnySchedule::ALL`].
+    ///
+    /// Transitional (hidden): the [`Choice`] list is `<AnySchedule as Choice>::NAMES`; iterate
+    /// over [`AnySchedule::ALL`] instead. Remove once no caller uses it.
+    #[doc(hidden)]
     pub const NAMES: [&'static str; 3] = ["cosine", "linear_vp", "ve"];
 
-    /// Looks a schedule up by name, with its standard parameters.
+    /// Same as `name.parse()` ([`FromStr`]).
+    ///
+    /// Transitional (hidden): remove once no caller uses it.
     ///
     /// # Errors
-    /// [`Error::UnknownName`] listing the valid names.
-    ///
-    /// # Examples
-    /// ```
-    /// use tsm_core::schedule::{AnySchedule, Schedule};
-    /// assert_eq!(AnySchedule::by_name("cosine").unwrap().name(), "cosine");
-    /// assert!(AnySchedule::by_name("quadratic").is_err());
-    /// ```
+    /// As [`FromStr`].
+    #[doc(hidden)]
     pub fn by_name(name: &str) -> Result<Self> {
-        match name {
-            "cosine" => Ok(Self::Cosine(Cosine)),
-            "linear_vp" => Ok(Self::LinearVp(LinearVp::standard())),
-            "ve" => Ok(Self::Ve(Ve::standard())),
-            _ => Err(unknown_name("schedule", name, &Self::NAMES)),
-        }
+        name.parse()
     }
 
     fn inner(&self) -> &dyn Schedule {
@@ -320,6 +372,85 @@ impl AnySchedule {
         }
     }
 }
+
+impl Choice for AnySchedule {
+    const KIND: &'static str = "schedule";
+    const NAMES: &'static [&'static str] = &[
+        "cosine",
+        "linear_vp",
+        "linear_vp(beta_min=B,beta_max=B)",
+        "ve",
+        "ve(sigma_min=S,sigma_max=S)",
+    ];
+}
+
+/// The two numbers of `key=V,key=V` (keys in any order), or `None` if malformed.
+fn two_parameters(text: &str, keys: [&str; 2]) -> Option<[f64; 2]> {
+    let mut values = [None; 2];
+    for part in text.split(',') {
+        let (key, value) = part.split_once('=')?;
+        let i = keys.iter().position(|k| *k == key.trim())?;
+        if values[i].is_some() {
+            return None;
+        }
+        values[i] = Some(value.trim().parse::<f64>().ok()?);
+    }
+    Some([values[0]?, values[1]?])
+}
+
+impl FromStr for AnySchedule {
+    type Err = Error;
+
+    /// Parses a name of [`AnySchedule::NAMES`](Choice::NAMES) (see the [type docs](Self)).
+    ///
+    /// # Errors
+    /// [`Error::UnknownName`] listing the valid names (also for malformed parameters);
+    /// [`Error::NonPositive`] or [`Error::Unordered`] for parameters that
+    /// [`LinearVp::new`] or [`Ve::new`] reject.
+    fn from_str(s: &str) -> Result<Self> {
+        let (name, parameters) = match s.split_once('(') {
+            None => (s, None),
+            Some((name, rest)) => (
+                name.trim(),
+                Some(rest.strip_suffix(')').ok_or_else(|| unknown::<Self>(s))?),
+            ),
+        };
+        let pair = |keys| two_parameters(parameters.unwrap_or(""), keys);
+        match (name, parameters) {
+            ("cosine", None) => Ok(Self::Cosine(Cosine)),
+            ("linear_vp", None) => Ok(Self::LinearVp(LinearVp::standard())),
+            ("ve", None) => Ok(Self::Ve(Ve::standard())),
+            ("linear_vp", Some(_)) => match pair(["beta_min", "beta_max"]) {
+                Some([lo, hi]) => Ok(Self::LinearVp(LinearVp::new(lo, hi)?)),
+                None => Err(unknown::<Self>(s)),
+            },
+            ("ve", Some(_)) => match pair(["sigma_min", "sigma_max"]) {
+                Some([lo, hi]) => Ok(Self::Ve(Ve::new(lo, hi)?)),
+                None => Err(unknown::<Self>(s)),
+            },
+            _ => Err(unknown::<Self>(s)),
+        }
+    }
+}
+
+impl fmt::Display for AnySchedule {
+    /// The bare name for standard parameters, else `name(key=V,key=V)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::LinearVp(s) if *s != LinearVp::standard() => write!(
+                f,
+                "linear_vp(beta_min={},beta_max={})",
+                s.beta_min, s.beta_max
+            ),
+            Self::Ve(s) if *s != Ve::standard() => {
+                write!(f, "ve(sigma_min={},sigma_max={})", s.sigma_min, s.sigma_max)
+            }
+            _ => f.write_str(self.name()),
+        }
+    }
+}
+
+crate::serde_via_str!(AnySchedule);
 
 impl Default for AnySchedule {
     fn default() -> Self {
@@ -362,10 +493,7 @@ mod tests {
     use super::*;
 
     fn all() -> Vec<AnySchedule> {
-        AnySchedule::NAMES
-            .iter()
-            .map(|n| AnySchedule::by_name(n).expect("known name"))
-            .collect()
+        AnySchedule::ALL.to_vec()
     }
 
     /// Central difference, step h; its error is O(h²) times the third derivative.
@@ -439,10 +567,11 @@ mod tests {
             })
         ));
         assert!(matches!(Ve::new(1.0, 1.0), Err(Error::Unordered { .. })));
-        let err = AnySchedule::by_name("quadratic").unwrap_err();
+        let err = "quadratic".parse::<AnySchedule>().unwrap_err();
         assert_eq!(
             err.to_string(),
-            "unknown schedule `quadratic`; valid names: cosine, linear_vp, ve"
+            "unknown schedule `quadratic`; valid names: cosine, linear_vp, \
+             linear_vp(beta_min=B,beta_max=B), ve, ve(sigma_min=S,sigma_max=S)"
         );
     }
 
@@ -455,5 +584,63 @@ mod tests {
                 "{t}"
             );
         }
+    }
+
+    #[test]
+    fn names_round_trip_exactly() {
+        let schedules = [
+            AnySchedule::Cosine(Cosine),
+            AnySchedule::LinearVp(LinearVp::standard()),
+            AnySchedule::LinearVp(LinearVp::new(0.1 + 0.2, 1.0 / 3.0 * 60.0).unwrap()),
+            AnySchedule::Ve(Ve::standard()),
+            AnySchedule::Ve(Ve::new(1e-3, 50.0).unwrap()),
+        ];
+        for s in schedules {
+            let text = s.to_string();
+            let back: AnySchedule = text.parse().expect(&text);
+            assert_eq!(back, s, "{text}");
+            assert_eq!(format!("{back:?}"), format!("{s:?}"), "bits of {text}");
+        }
+        assert_eq!(
+            AnySchedule::ALL.map(|s| s.to_string()),
+            ["cosine", "linear_vp", "ve"]
+        );
+        // The standard parameters spelled out print as the bare name.
+        let s: AnySchedule = "ve(sigma_max=10, sigma_min=0.01)".parse().unwrap();
+        assert_eq!(s.to_string(), "ve");
+        // Every listed form parses, with numbers in place of the placeholders.
+        for name in <AnySchedule as Choice>::NAMES {
+            let name = name.replace("=B,", "=0.1,").replace("=B)", "=20)");
+            let name = name.replace("=S,", "=0.01,").replace("=S)", "=10)");
+            assert!(name.parse::<AnySchedule>().is_ok(), "{name}");
+        }
+    }
+
+    #[test]
+    fn malformed_parameters_are_typed_errors() {
+        for bad in [
+            "cosine()",
+            "linear_vp(",
+            "linear_vp()",
+            "linear_vp(beta_min=0.1)",
+            "linear_vp(beta_min=0.1,beta_min=20)",
+            "linear_vp(beta_min=0.1,beta_max=x)",
+            "linear_vp(sigma_min=0.1,sigma_max=20)",
+            "ve(sigma_min=0.01,sigma_max=10,extra=1)",
+            "ve(sigma_min=0.01,sigma_max=10)x",
+        ] {
+            assert!(
+                matches!(bad.parse::<AnySchedule>(), Err(Error::UnknownName { .. })),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            "linear_vp(beta_min=20,beta_max=0.1)".parse::<AnySchedule>(),
+            Err(Error::Unordered { .. })
+        ));
+        assert!(matches!(
+            "ve(sigma_min=0,sigma_max=10)".parse::<AnySchedule>(),
+            Err(Error::NonPositive { .. })
+        ));
     }
 }

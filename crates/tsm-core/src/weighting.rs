@@ -15,11 +15,27 @@
 //! [^1]: De Bortoli et al. (2024), *Target Score Matching*, §4.1 and App. D.
 //! [^2]: Karras et al. (2022), *Elucidating the design space of diffusion-based generative models*.
 
-use crate::error::{positive, unknown_name};
+use std::fmt;
+use std::str::FromStr;
+
+use crate::choice::{unknown, Choice};
+use crate::error::positive;
 use crate::schedule::{AnySchedule, Schedule};
 use crate::{Error, Result};
 
 /// A time weighting `λ_t` (see the [module docs](self)).
+///
+/// As a [`Choice`] it parses from and prints as its snake_case name: `original`,
+/// `dsm_optimal`, `tsm_optimal`, `uniform`.
+///
+/// ```
+/// use tsm_core::weighting::Weighting;
+/// let w: Weighting = "dsm_optimal".parse()?;
+/// assert_eq!(w, Weighting::DsmOptimal);
+/// assert_eq!(w.to_string(), "dsm_optimal");
+/// assert!("karras".parse::<Weighting>().is_err()); // lists the valid names
+/// # Ok::<(), tsm_core::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Weighting {
     /// `λ_t = 1/σ_t²`.
@@ -40,24 +56,10 @@ impl Weighting {
         Self::TsmOptimal,
         Self::Uniform,
     ];
-    /// Their names, in the same order.
-    pub const NAMES: [&'static str; 4] = ["original", "dsm_optimal", "tsm_optimal", "uniform"];
 
-    /// Short name.
+    /// Short name (`original`, `dsm_optimal`, `tsm_optimal`, `uniform`), as in the CSVs.
     pub fn name(&self) -> &'static str {
-        Self::NAMES[*self as usize]
-    }
-
-    /// Looks a weighting up by name.
-    ///
-    /// # Errors
-    /// [`Error::UnknownName`] listing the valid names.
-    pub fn by_name(name: &str) -> Result<Self> {
-        Self::NAMES
-            .iter()
-            .position(|n| *n == name)
-            .map(|i| Self::ALL[i])
-            .ok_or_else(|| unknown_name("weighting", name, &Self::NAMES))
+        <Self as Choice>::NAMES[*self as usize]
     }
 
     /// The unnormalised `λ_t` (infinite where it diverges, e.g. `1/σ_0²`).
@@ -81,6 +83,34 @@ impl Weighting {
     }
 }
 
+impl Choice for Weighting {
+    const KIND: &'static str = "weighting";
+    /// In the order of [`Weighting::ALL`].
+    const NAMES: &'static [&'static str] = &["original", "dsm_optimal", "tsm_optimal", "uniform"];
+}
+
+impl FromStr for Weighting {
+    type Err = Error;
+
+    /// # Errors
+    /// [`Error::UnknownName`] listing the valid names.
+    fn from_str(s: &str) -> Result<Self> {
+        <Self as Choice>::NAMES
+            .iter()
+            .position(|n| *n == s)
+            .map(|i| Self::ALL[i])
+            .ok_or_else(|| unknown::<Self>(s))
+    }
+}
+
+impl fmt::Display for Weighting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+crate::serde_via_str!(Weighting);
+
 /// A time interval `[t_min, t_max] ⊆ [0, 1]` on which `t` is drawn uniformly.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TimeRange {
@@ -101,7 +131,8 @@ impl TimeRange {
         }
     }
 
-    /// `[10⁻³, 1 − 10⁻³]`: where a quantity diverges at an end (SPEC §3).
+    /// `[10⁻³, 1 − 10⁻³]`: where a quantity diverges at an end (the trimmed range of
+    /// `docs/conventions.md`).
     pub fn trimmed() -> Self {
         Self {
             t_min: 1e-3,
@@ -208,11 +239,10 @@ mod tests {
     #[test]
     fn normalised_weightings_integrate_to_one() {
         for w in Weighting::ALL {
-            for name in AnySchedule::NAMES {
-                let s = AnySchedule::by_name(name).unwrap();
+            for s in AnySchedule::ALL {
                 let n = NormalisedWeighting::new(w, s, 1.0, TimeRange::trimmed()).unwrap();
                 let total = integrate(|t| n.at(t), 1e-3, 1.0 - 1e-3, 1e-12);
-                assert!((total - 1.0).abs() < 1e-8, "{w:?} {name}: {total}");
+                assert!((total - 1.0).abs() < 1e-8, "{w:?} {s}: {total}");
             }
         }
     }
@@ -246,11 +276,24 @@ mod tests {
         assert!(TimeRange::new(0.5, 0.5).is_err());
         assert!(TimeRange::new(-0.1, 0.5).is_err());
         assert!(TimeRange::new(0.1, 1.1).is_err());
-        assert!(Weighting::by_name("karras").is_err());
+        let err = "karras".parse::<Weighting>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown weighting `karras`; valid names: original, dsm_optimal, tsm_optimal, uniform"
+        );
         let full = TimeRange::new(0.0, 1.0).unwrap();
         assert!(matches!(
             NormalisedWeighting::new(Weighting::Original, AnySchedule::default(), 1.0, full),
             Err(Error::NonFinite { .. })
         ));
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for w in Weighting::ALL {
+            assert_eq!(w.to_string().parse::<Weighting>().unwrap(), w);
+            assert_eq!(w.to_string(), w.name());
+        }
+        assert_eq!(Weighting::ALL.len(), Weighting::NAMES.len());
     }
 }

@@ -83,7 +83,7 @@ fn closed_forms_match_exact_posterior_sampling_in_d_1_and_32() -> Result<()> {
                     ScoreIdentity::Dsi,
                     ScoreIdentity::Tsi,
                     ScoreIdentity::Mixture { weight: 0.3 },
-                    ScoreIdentity::Kappa { sigma_data_sq: var },
+                    ScoreIdentity::kappa(var),
                 ];
                 let coeffs = ids
                     .iter()
@@ -157,7 +157,7 @@ fn the_mixture_variance_is_the_quadratic_with_the_covariance_and_kappa_zeroes_it
                 let w_star = (vt - c) / (vd + vt - 2.0 * c);
                 assert!((w_star - g.kappa()).abs() < 1e-9, "t={t}");
                 assert!(g.mixture(g.kappa())? < ROUNDING * (vd + vt));
-                let kappa = ScoreIdentity::Kappa { sigma_data_sq: 0.6 };
+                let kappa = ScoreIdentity::kappa(0.6);
                 assert!((kappa.dsi_weight(&schedule, t)? - g.kappa()).abs() < ROUNDING);
                 // DSI beats TSI iff α² σ_tar² ≤ σ² (App. C, with the 1/α² restored).
                 assert_eq!(vd <= vt, a * a * 0.6 <= s2, "t={t}");

@@ -170,7 +170,7 @@ fn kappa_is_exact_for_a_gaussian_whatever_the_weights() -> Result<()> {
     let (dim, var) = (32, 1.7);
     let target = Gaussian::new(dim, var);
     for t in [0.1, 0.5, 0.9] {
-        let coeffs = coefficients(&[ScoreIdentity::Kappa { sigma_data_sq: var }], &Cosine, t)?;
+        let coeffs = coefficients(&[ScoreIdentity::kappa(var)], &Cosine, t)?;
         let g = GaussianVariance::new(dim, var, &Cosine, t)?;
         let mut rng = tsm_core::rng::stream(5, 0);
         let x_t = draw_point(&mut rng, dim, g.marginal_variance());

@@ -96,8 +96,8 @@ impl LossKind {
         match *self {
             Self::Dsm => ScoreIdentity::Dsi,
             Self::Tsm => ScoreIdentity::Tsi,
-            Self::Kappa => ScoreIdentity::Kappa { sigma_data_sq },
-            Self::KappaBar => ScoreIdentity::KappaBar { sigma_mode_sq },
+            Self::Kappa => ScoreIdentity::kappa(sigma_data_sq),
+            Self::KappaBar => ScoreIdentity::kappa_bar(sigma_mode_sq),
             Self::Fixed { w } => ScoreIdentity::Mixture { weight: w },
         }
     }

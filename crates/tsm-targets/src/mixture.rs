@@ -250,12 +250,8 @@ impl GaussianMixture {
         [
             ScoreIdentity::Dsi,
             ScoreIdentity::Tsi,
-            ScoreIdentity::Kappa {
-                sigma_data_sq: self.variance_per_dim(),
-            },
-            ScoreIdentity::KappaBar {
-                sigma_mode_sq: self.mode_variance(),
-            },
+            ScoreIdentity::kappa(self.variance_per_dim()),
+            ScoreIdentity::kappa_bar(self.mode_variance()),
         ]
     }
 

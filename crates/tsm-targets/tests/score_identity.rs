@@ -175,9 +175,7 @@ fn gaussian_per_draw_variances_match_appendix_c() {
         let ids = [
             ScoreIdentity::Dsi,
             ScoreIdentity::Tsi,
-            ScoreIdentity::Kappa {
-                sigma_data_sq: s * s,
-            },
+            ScoreIdentity::kappa(s * s),
         ];
         for (ti, t) in [0.05, 0.3, 0.7, 0.95].into_iter().enumerate() {
             let (a, s2) = (Cosine.alpha(t), Cosine.sigma_sq(t));
@@ -253,11 +251,7 @@ fn the_variance_minimising_weight_is_kappa() {
             cov(&vals_d, md, &vals_t, mt),
         );
         let w_star = (vt - c) / (vd + vt - 2.0 * c);
-        let kappa = ScoreIdentity::Kappa {
-            sigma_data_sq: s * s,
-        }
-        .dsi_weight(&Cosine, t)
-        .unwrap();
+        let kappa = ScoreIdentity::kappa(s * s).dsi_weight(&Cosine, t).unwrap();
         assert!(
             (w_star - kappa).abs() < 1e-6,
             "t={t}: w* = {w_star}, κ = {kappa}"
@@ -311,7 +305,7 @@ fn other_schedules_give_unbiased_estimators_too() {
     // The identities hold for any α_t, σ_t: spot-check the VE and linear VP schedules.
     let target = named::easy_mixture();
     for name in ["linear_vp", "ve"] {
-        let schedule = AnySchedule::by_name(name).unwrap();
+        let schedule: AnySchedule = name.parse().unwrap();
         let t = 0.4;
         let ids = identities(&target);
         let coeffs: Vec<Coefficients> = ids

@@ -34,12 +34,8 @@ fn identities(target: &GaussianMixture) -> [ScoreIdentity; 4] {
     [
         ScoreIdentity::Dsi,
         ScoreIdentity::Tsi,
-        ScoreIdentity::Kappa {
-            sigma_data_sq: target.variance_per_dim(),
-        },
-        ScoreIdentity::KappaBar {
-            sigma_mode_sq: target.mode_variance(),
-        },
+        ScoreIdentity::kappa(target.variance_per_dim()),
+        ScoreIdentity::kappa_bar(target.mode_variance()),
     ]
 }
 

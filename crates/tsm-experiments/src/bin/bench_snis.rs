@@ -53,7 +53,7 @@ fn run_once(
     let ids = [
         ScoreIdentity::Dsi,
         ScoreIdentity::Tsi,
-        ScoreIdentity::Kappa { sigma_data_sq: 1.0 },
+        ScoreIdentity::kappa(1.0),
     ];
     let items = points.div_ceil(CHUNK);
     let parts = (0..items)

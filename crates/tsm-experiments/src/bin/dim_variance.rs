@@ -51,9 +51,7 @@ const SIGMA_TAR_SQ: f64 = 1.0;
 const IDENTITIES: [ScoreIdentity; 3] = [
     ScoreIdentity::Dsi,
     ScoreIdentity::Tsi,
-    ScoreIdentity::Kappa {
-        sigma_data_sq: SIGMA_TAR_SQ,
-    },
+    ScoreIdentity::kappa(SIGMA_TAR_SQ),
 ];
 /// In the plot, closed-form SNIS lines stop above this multiple of the largest exact-sampling
 /// variance of the panel (the CSV keeps every value; at `d = 128` they reach `4e284`).

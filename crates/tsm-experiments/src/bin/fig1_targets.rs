@@ -77,16 +77,12 @@ fn main() -> anyhow::Result<()> {
             (
                 "kappa",
                 "κ_t",
-                ScoreIdentity::Kappa {
-                    sigma_data_sq: target.variance_per_dim(),
-                },
+                ScoreIdentity::kappa(target.variance_per_dim()),
             ),
             (
                 "kappa_bar",
                 "κ-bar_t",
-                ScoreIdentity::KappaBar {
-                    sigma_mode_sq: target.mode_variance(),
-                },
+                ScoreIdentity::kappa_bar(target.mode_variance()),
             ),
         ];
         let mut panel = Panel::new(target_title(name), "t", "mixture weight");

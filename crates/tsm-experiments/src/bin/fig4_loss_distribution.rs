@@ -155,7 +155,7 @@ fn main() -> anyhow::Result<()> {
         bins: args.bins,
         targets: named::FIGURE_TARGETS.to_vec(),
         losses: LOSSES,
-        weightings: Weighting::NAMES,
+        weightings: Weighting::ALL.map(|w| w.name()),
     };
     let files = [
         "fig4.csv",
