@@ -1,5 +1,8 @@
 //! The crate's error type.
 
+use std::fmt;
+use std::sync::Arc;
+
 /// Everything that can go wrong in `tsm-core`: every variant carries the offending values.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
@@ -123,6 +126,60 @@ pub enum Error {
         /// The value.
         value: f64,
     },
+    /// An error reported by a score model outside this crate (a network's tensor error, say),
+    /// kept whole: its message is this error's message, and
+    /// [`ScoreError::downcast_ref`] gives the original back.
+    #[error(transparent)]
+    Score(#[from] ScoreError),
+}
+
+/// The error of a score model implemented outside `tsm-core` (see [`Error::Score`]).
+///
+/// Shared behind an `Arc` so that [`Error`] stays `Clone`; two `ScoreError`s are equal when
+/// they are clones of the same error.
+#[derive(Clone)]
+pub struct ScoreError(Arc<dyn std::error::Error + Send + Sync + 'static>);
+
+impl ScoreError {
+    /// Wraps `error`.
+    pub fn new(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self(Arc::new(error))
+    }
+
+    /// The wrapped error.
+    pub fn get_ref(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.0
+    }
+
+    /// The wrapped error as an `E`, if it is one.
+    pub fn downcast_ref<E: std::error::Error + 'static>(&self) -> Option<&E> {
+        let inner: &(dyn std::error::Error + 'static) = &*self.0;
+        inner.downcast_ref::<E>()
+    }
+}
+
+impl PartialEq for ScoreError {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl fmt::Debug for ScoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for ScoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&*self.0, f)
+    }
+}
+
+impl std::error::Error for ScoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
 }
 
 /// `Result` with this crate's [`Error`].

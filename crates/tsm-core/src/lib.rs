@@ -13,6 +13,9 @@
 //! - [`snis`]: self-normalised importance sampling of the score from an unnormalised density
 //!   (§2, the iDEM estimator), with ESS and standard errors; [`gaussian_variance`]: App. C's
 //!   closed-form estimator variances for a Gaussian target;
+//! - [`sampler`]: reverse-SDE, probability-flow (Heun) and predictor–corrector samplers over
+//!   any time-dependent score (a network's or an exact one, conditioned or not), with time
+//!   grids uniform in `t`, in log-SNR, or Karras et al.'s ρ-schedule;
 //! - [`target`]: capability traits for a target known through its score, its (unnormalised)
 //!   log density, or its samples;
 //! - [`quadrature`] and [`rng`]: the small numerical utilities the rest relies on.
@@ -42,12 +45,13 @@ pub mod gaussian_variance;
 pub mod identity;
 pub mod quadrature;
 pub mod rng;
+pub mod sampler;
 pub mod schedule;
 pub mod snis;
 pub mod target;
 pub mod weighting;
 
-pub use error::{Error, Result};
+pub use error::{Error, Result, ScoreError};
 
 /// The `rand` crate this crate's traits are written against, re-exported so that a user
 /// implementing [`target::Sample`] or [`target::PosteriorSample`] names the same `Rng` trait

@@ -3,8 +3,9 @@
 //! Targets with a known score for Target Score Matching. Today: Gaussian mixtures in `d`
 //! dimensions with diagonal covariances, whose noised marginals `p_t` and posteriors
 //! `p(x_0 | x_t)` are again Gaussian mixtures in closed form (paper `001` §4.1, eq. 17), and the
-//! named targets of the paper's figures ([`named`]). Lie-group, bridge and simulator targets
-//! will live here too.
+//! named targets of the paper's figures ([`named`]). [`ExactMixtureScore`] drives the samplers
+//! of `tsm_core::sampler` with a mixture's exact noised score. Lie-group, bridge and simulator
+//! targets will live here too.
 //!
 //! ```
 //! use tsm_core::schedule::Cosine;
@@ -24,6 +25,8 @@
 mod error;
 pub mod mixture;
 pub mod named;
+pub mod noised_score;
 
 pub use error::{Error, Result};
 pub use mixture::{GaussianMixture, MixturePosterior};
+pub use noised_score::ExactMixtureScore;
