@@ -17,16 +17,28 @@
 //!
 //! # References
 //! [^1]: De Bortoli et al. (2024), *Target Score Matching*, §4.1, eq. 17.
+//!
+//! Layout: this file has the type, its constructors, moments, capabilities (score, log density,
+//! samples) and the exact noised marginal; `posterior.rs` the exact posterior of eq. 17
+//! ([`MixturePosterior`]); `softmax.rs` the streaming log-sum-exp behind the scores and the
+//! log density; `kernels.rs` the vectorised batch kernels (1-D scores, two-component
+//! posterior draws) with their AVX2 dispatch.
 
 use rand::Rng;
-use tsm_core::fastmath;
 use tsm_core::identity::ScoreIdentity;
 use tsm_core::rng::normal;
 use tsm_core::schedule::{check_time, Schedule};
-use tsm_core::target::{Dim, LogDensity, PosteriorSample, Sample, Score};
+use tsm_core::target::{Dim, LogDensity, Sample, Score};
 
 use crate::error::check_len;
 use crate::{Error, Result};
+
+mod kernels;
+mod posterior;
+mod softmax;
+
+pub use posterior::MixturePosterior;
+use softmax::StreamingSoftmax;
 
 const LN_2PI: f64 = 1.837_877_066_409_345_5;
 
@@ -329,147 +341,6 @@ impl GaussianMixture {
         let total = softmax.total();
         out.iter_mut().for_each(|o| *o /= total);
     }
-
-    /// The exact posterior `p(x_0 | x_t)` (eq. 17).
-    ///
-    /// # Errors
-    /// As [`GaussianMixture::posterior_into`].
-    pub fn posterior(
-        &self,
-        schedule: &(impl Schedule + ?Sized),
-        t: f64,
-        x_t: &[f64],
-    ) -> Result<MixturePosterior> {
-        let mut post = MixturePosterior::with_shape(self.n_components(), self.dim);
-        self.posterior_into(schedule, t, x_t, &mut post)?;
-        Ok(post)
-    }
-
-    /// Writes the exact posterior `p(x_0 | x_t)` (eq. 17) into `post`, reusing its buffers.
-    ///
-    /// # Errors
-    /// `Error::Core(TimeOutOfRange)` for `t ∉ [0, 1]`; [`Error::DimMismatch`] if `x_t` or
-    /// `post` has the wrong shape; `Error::Core(NonFinite)` if `x_t` is not finite.
-    pub fn posterior_into(
-        &self,
-        schedule: &(impl Schedule + ?Sized),
-        t: f64,
-        x_t: &[f64],
-        post: &mut MixturePosterior,
-    ) -> Result<()> {
-        check_time(t)?;
-        let (d, n) = (self.dim, self.n_components());
-        check_len(d, x_t.len(), "GaussianMixture::posterior (x_t)")?;
-        check_len(d, post.dim, "GaussianMixture::posterior (buffer dim)")?;
-        check_len(
-            n,
-            post.cumulative.len(),
-            "GaussianMixture::posterior (buffer components)",
-        )?;
-        if let Some(&value) = x_t.iter().find(|v| !v.is_finite()) {
-            return Err(tsm_core::Error::NonFinite {
-                op: "posterior x_t",
-                value,
-            }
-            .into());
-        }
-        let (a, s2) = (schedule.alpha(t), schedule.sigma_sq(t));
-        let mut max_log = f64::NEG_INFINITY;
-        for i in 0..n {
-            let mut log_w = self.weights[i].ln();
-            for j in 0..d {
-                let k = i * d + j;
-                let prior_var = self.stds[k] * self.stds[k];
-                let marg_var = a * a * prior_var + s2;
-                let r = x_t[j] - a * self.means[k];
-                log_w -= 0.5 * (r * r / marg_var + marg_var.ln() + LN_2PI);
-                post.means[k] = (s2 * self.means[k] + a * prior_var * x_t[j]) / marg_var;
-                post.stds[k] = (prior_var * s2 / marg_var).sqrt();
-            }
-            post.cumulative[i] = log_w;
-            max_log = max_log.max(log_w);
-        }
-        // Normalise the weights (log-sum-exp) and accumulate.
-        let mut acc = 0.0;
-        for c in post.cumulative.iter_mut() {
-            acc += (*c - max_log).exp();
-            *c = acc;
-        }
-        for c in post.cumulative.iter_mut() {
-            *c /= acc;
-        }
-        if let Some(last) = post.cumulative.last_mut() {
-            *last = f64::INFINITY;
-        }
-        Ok(())
-    }
-}
-
-tsm_core::multiversion! {
-    /// `z ← m_c + s_c z` with `c = 1` where `u ≥ threshold`, else `c = 0`.
-    fn place_two_components(z: &mut [f64], u: &[u32], threshold: u64, means: &[f64], stds: &[f64])
-        => place_two_components_kernel
-}
-
-#[inline(always)]
-fn place_two_components_kernel(
-    z: &mut [f64],
-    u: &[u32],
-    threshold: u64,
-    means: &[f64],
-    stds: &[f64],
-) {
-    let (m0, m1, s0, s1) = (means[0], means[1], stds[0], stds[1]);
-    for (o, &u) in z.iter_mut().zip(u) {
-        let second = u64::from(u) >= threshold;
-        let m = if second { m1 } else { m0 };
-        let s = if second { s1 } else { s0 };
-        *o = m + s * *o;
-    }
-}
-
-/// One-pass log-sum-exp: terms `e^{lᵢ}` are summed relative to the running maximum, and a
-/// caller's running weighted sum `acc` is rescaled whenever the maximum moves, so that no term
-/// overflows or underflows and nothing is allocated.
-struct StreamingSoftmax {
-    max_log: f64,
-    total: f64,
-}
-
-impl StreamingSoftmax {
-    fn new() -> Self {
-        Self {
-            max_log: f64::NEG_INFINITY,
-            total: 0.0,
-        }
-    }
-
-    /// Adds a term with log-weight `l` and returns its weight `e^{l − max}` relative to the
-    /// (possibly new) maximum; `acc` is rescaled to the new maximum first.
-    #[inline]
-    fn push(&mut self, l: f64, acc: &mut [f64]) -> f64 {
-        let w = if l > self.max_log {
-            let rescale = (self.max_log - l).exp();
-            self.total *= rescale;
-            acc.iter_mut().for_each(|a| *a *= rescale);
-            self.max_log = l;
-            1.0
-        } else {
-            (l - self.max_log).exp()
-        };
-        self.total += w;
-        w
-    }
-
-    /// `Σ e^{lᵢ − max}`.
-    fn total(&self) -> f64 {
-        self.total
-    }
-
-    /// `log Σ e^{lᵢ}`.
-    fn log_total(&self) -> f64 {
-        self.max_log + self.total.ln()
-    }
 }
 
 /// Picks a component by inverse CDF on cumulative weights whose last entry is `+∞`.
@@ -530,64 +401,6 @@ impl Score for GaussianMixture {
     }
 }
 
-impl GaussianMixture {
-    /// Vectorisable score of a 1-D mixture at many points.
-    ///
-    /// Two passes per point over the components: the largest log-term first, then the
-    /// responsibilities with one [`fastmath::exp`] each; with two components the
-    /// responsibility is a logistic function of the log-ratio (one exp per point).
-    fn score_batch_1d(&self, xs: &[f64], out: &mut [f64]) {
-        score_batch_1d(self, xs, out);
-    }
-}
-
-tsm_core::multiversion! {
-    fn score_batch_1d(mixture: &GaussianMixture, xs: &[f64], out: &mut [f64]) => score_batch_1d_kernel
-}
-
-#[inline(always)]
-fn score_batch_1d_kernel(mixture: &GaussianMixture, xs: &[f64], out: &mut [f64]) {
-    {
-        let this = mixture;
-        let (mu, iv, ln) = (&this.means, &this.inv_vars, &this.log_norms);
-        match this.n_components() {
-            1 => {
-                for (o, &x) in out.iter_mut().zip(xs) {
-                    *o = -(x - mu[0]) * iv[0];
-                }
-            }
-            2 => {
-                for (o, &x) in out.iter_mut().zip(xs) {
-                    let (r0, r1) = (x - mu[0], x - mu[1]);
-                    let l0 = ln[0] - 0.5 * r0 * r0 * iv[0];
-                    let l1 = ln[1] - 0.5 * r1 * r1 * iv[1];
-                    // Responsibility of component 1: 1/(1 + e^{l0 − l1}); finite for any gap.
-                    let p1 = 1.0 / (1.0 + fastmath::exp(l0 - l1));
-                    let (g0, g1) = (-r0 * iv[0], -r1 * iv[1]);
-                    *o = g0 + p1 * (g1 - g0);
-                }
-            }
-            n => {
-                for (o, &x) in out.iter_mut().zip(xs) {
-                    let mut max_log = f64::NEG_INFINITY;
-                    for i in 0..n {
-                        let r = x - mu[i];
-                        max_log = max_log.max(ln[i] - 0.5 * r * r * iv[i]);
-                    }
-                    let (mut total, mut acc) = (0.0, 0.0);
-                    for i in 0..n {
-                        let r = x - mu[i];
-                        let w = fastmath::exp(ln[i] - 0.5 * r * r * iv[i] - max_log);
-                        total += w;
-                        acc -= w * r * iv[i];
-                    }
-                    *o = acc / total;
-                }
-            }
-        }
-    }
-}
-
 impl LogDensity for GaussianMixture {
     /// The normalised `log p(x)`, by log-sum-exp.
     fn log_density(&self, x: &[f64]) -> f64 {
@@ -607,119 +420,6 @@ impl Sample for GaussianMixture {
         for j in 0..d {
             let z = normal::sample(rng);
             out[j] = self.means[i * d + j] + self.stds[i * d + j] * z;
-        }
-    }
-}
-
-/// The posterior `p(x_0 | x_t)` of a [`GaussianMixture`] at one `x_t` (eq. 17): a mixture with
-/// weights `πᵢ,ₜ`, means `νᵢ`, standard deviations `γᵢ`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MixturePosterior {
-    dim: usize,
-    cumulative: Vec<f64>,
-    means: Vec<f64>,
-    stds: Vec<f64>,
-}
-
-impl MixturePosterior {
-    /// An empty buffer for `n` components in dimension `d`, to fill with
-    /// [`GaussianMixture::posterior_into`].
-    pub fn with_shape(n_components: usize, dim: usize) -> Self {
-        Self {
-            dim,
-            cumulative: vec![0.0; n_components],
-            means: vec![0.0; n_components * dim],
-            stds: vec![0.0; n_components * dim],
-        }
-    }
-
-    /// The posterior weights `πᵢ,ₜ`.
-    pub fn weights(&self) -> Vec<f64> {
-        let mut prev = 0.0;
-        self.cumulative
-            .iter()
-            .map(|&c| {
-                let c = if c.is_infinite() { 1.0 } else { c };
-                let w = c - prev;
-                prev = c;
-                w
-            })
-            .collect()
-    }
-
-    /// The posterior mean `E[x_0 | x_t] = Σᵢ πᵢ,ₜ νᵢ`.
-    pub fn mean(&self) -> Vec<f64> {
-        let w = self.weights();
-        (0..self.dim)
-            .map(|j| {
-                w.iter()
-                    .enumerate()
-                    .map(|(i, wi)| wi * self.means[i * self.dim + j])
-                    .sum()
-            })
-            .collect()
-    }
-
-    /// The component means `νᵢ`, flattened `[component * dim + coordinate]`.
-    pub fn component_means(&self) -> &[f64] {
-        &self.means
-    }
-
-    /// The component standard deviations `γᵢ`, flattened like the means.
-    pub fn component_stds(&self) -> &[f64] {
-        &self.stds
-    }
-}
-
-impl Dim for MixturePosterior {
-    fn dim(&self) -> usize {
-        self.dim
-    }
-}
-
-impl PosteriorSample for MixturePosterior {
-    #[inline]
-    fn sample_into<R: Rng + ?Sized>(&self, rng: &mut R, out: &mut [f64]) {
-        let d = self.dim;
-        let i = if self.cumulative.len() == 1 {
-            0
-        } else {
-            pick(&self.cumulative, rng.random::<f64>())
-        };
-        for j in 0..d {
-            let z = normal::sample(rng);
-            out[j] = self.means[i * d + j] + self.stds[i * d + j] * z;
-        }
-    }
-
-    fn sample_batch<R: Rng + ?Sized>(&self, rng: &mut R, out: &mut [f64]) {
-        let (d, n) = (self.dim, self.cumulative.len());
-        match (d, n) {
-            (1, 1) => {
-                let (m, s) = (self.means[0], self.stds[0]);
-                normal::fill(rng, out);
-                for o in out.iter_mut() {
-                    *o = m + s * *o;
-                }
-            }
-            (1, 2) => {
-                // Component 1 when a 32-bit uniform integer is ≥ ⌈π₀,ₜ 2³²⌉ (the weights are
-                // resolved to 2⁻³², far below any Monte Carlo error here). The integers come in
-                // blocks, so the choice is a loop of compares and selects that vectorises.
-                let threshold = (self.cumulative[0] * 4_294_967_296.0).ceil() as u64;
-                normal::fill(rng, out);
-                let mut uniforms = [0u32; 64];
-                for block in out.chunks_mut(64) {
-                    let uniforms = &mut uniforms[..block.len()];
-                    rng.fill(uniforms);
-                    place_two_components(block, uniforms, threshold, &self.means, &self.stds);
-                }
-            }
-            _ => {
-                for o in out.chunks_exact_mut(d) {
-                    self.sample_into(rng, o);
-                }
-            }
         }
     }
 }
@@ -825,35 +525,6 @@ mod tests {
     }
 
     #[test]
-    fn batch_kernels_match_the_pointwise_ones() {
-        // score_batch (vectorised 1-D kernels) against score, for 1, 2 and 4+ components.
-        let four = GaussianMixture::univariate(
-            &[0.1, 0.2, 0.3, 0.4],
-            &[-2.0, -0.5, 0.5, 3.0],
-            &[0.3, 0.5, 0.2, 1.0],
-        )
-        .unwrap();
-        for target in [
-            crate::named::unit_gaussian(),
-            crate::named::hard_mixture_diff_var(),
-            four,
-        ] {
-            let xs: Vec<f64> = (0..101).map(|i| -6.0 + 0.12 * i as f64).collect();
-            let mut batch = vec![0.0; xs.len()];
-            target.score_batch(&xs, &mut batch);
-            for (x, b) in xs.iter().zip(&batch) {
-                let mut one = [0.0];
-                target.score(&[*x], &mut one);
-                assert!(
-                    (one[0] - b).abs() <= 1e-12 * (1.0 + b.abs()),
-                    "x={x}: {} vs {b}",
-                    one[0]
-                );
-            }
-        }
-    }
-
-    #[test]
     fn named_targets_have_unit_variance() {
         for name in crate::named::FIGURE_TARGETS {
             let t = crate::named::by_name(name).unwrap();
@@ -861,20 +532,6 @@ mod tests {
         }
         let hard = crate::named::hard_mixture_diff_var();
         assert!((hard.mode_variance() - (0.01 + 0.0625) / 2.0).abs() < 1e-15);
-    }
-
-    #[test]
-    fn posterior_is_a_point_mass_at_t0_and_the_prior_at_t1() {
-        let target = crate::named::easy_mixture();
-        let post = target.posterior(&Cosine, 0.0, &[0.3]).unwrap();
-        assert!(post.component_stds().iter().all(|&s| s == 0.0));
-        assert!(post
-            .component_means()
-            .iter()
-            .all(|&m| (m - 0.3).abs() < 1e-15));
-        let prior = target.posterior(&Cosine, 1.0, &[0.3]).unwrap();
-        assert_eq!(prior.component_stds(), &[0.8, 0.8]);
-        assert!((prior.weights()[0] - 0.5).abs() < 1e-15);
     }
 
     #[test]
@@ -899,24 +556,6 @@ mod tests {
         assert!(
             (var - 1.0).abs() < 5.0 * ((s4 / nf - 1.0) / nf).sqrt(),
             "{var}"
-        );
-    }
-
-    #[test]
-    fn batched_posterior_draws_have_the_posterior_moments() {
-        // The (1, 2) fast path of sample_batch: mean within 5 standard errors of the exact one.
-        use rand::SeedableRng;
-        let target = crate::named::hard_mixture_same_var();
-        let post = target.posterior(&Cosine, 0.6, &[0.2]).unwrap();
-        let mut draws = vec![0.0; 200_001];
-        post.sample_batch(&mut tsm_core::rng::FastRng::seed_from_u64(8), &mut draws);
-        let n = draws.len() as f64;
-        let mean = draws.iter().sum::<f64>() / n;
-        let var = draws.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
-        let exact = post.mean()[0];
-        assert!(
-            (mean - exact).abs() < 5.0 * (var / n).sqrt(),
-            "{mean} vs {exact}"
         );
     }
 }
