@@ -47,6 +47,7 @@ pub mod quadrature;
 pub mod rng;
 pub mod sampler;
 pub mod schedule;
+pub mod simulator;
 pub mod snis;
 pub mod target;
 pub mod weighting;
