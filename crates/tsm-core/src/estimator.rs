@@ -11,12 +11,82 @@
 //! allocates nothing per draw: draws and scores go into buffers that grow to the largest `N`
 //! seen and are reused.
 //!
+//! # One shape for both estimators
+//! [`MonteCarloScore::run`] and [`ImportanceSampledScore::run`](crate::snis::ImportanceSampledScore::run)
+//! take the same arguments, `(target, schedule, t, x_t, n, rng)`, so a caller switches between
+//! exact posterior sampling (a target that is [`ExactPosterior`]) and importance sampling (a
+//! target known through its [`LogDensity`](crate::target::LogDensity)) by changing the type
+//! only. Both keep the identities' [`Coefficients`] given at construction, and both check them
+//! against `(schedule, t)` on every run ([`Error::OutOfRange`] naming `coefficients.alpha` when
+//! a coefficient's `α` is not the schedule's `α_t`): coefficients computed for another time
+//! are an error, not a wrong number. The Monte Carlo estimator builds the posterior
+//! `p(x_0 | x_t)` itself, from the same `(schedule, t, x_t)`, so its draws cannot belong to
+//! another time either.
+//!
+//! The check reads `α_t`: under a schedule whose `α_t` does not change with `t` (the
+//! variance-exploding [`Ve`](crate::schedule::Ve), `α_t = 1`) coefficients of another time
+//! cannot be told apart, so compute them with
+//! [`ScoreIdentity::coefficients`](crate::identity::ScoreIdentity::coefficients) at the `t`
+//! you run at.
+//!
+//! # Results
+//! The accessors ([`MonteCarloScore::mean`], …) return [`Result`]: before the first successful
+//! run, after a failed one, or after [`MonteCarloScore::set_coefficients`] there is no estimate
+//! ([`Error::TooFewDraws`] with `got: 0`), and an identity index `k ≥ len()` or a coordinate
+//! `j ≥ dim` is an [`Error::OutOfRange`] — never a NaN or another identity's number.
+//!
+//! ```
+//! use tsm_core::estimator::{ExactPosterior, MonteCarloScore};
+//! use tsm_core::identity::ScoreIdentity;
+//! use tsm_core::rand::Rng;
+//! use tsm_core::schedule::{Cosine, Schedule};
+//! use tsm_core::target::{Dim, PosteriorSample, Score};
+//!
+//! /// N(0, 1) in one dimension; its posterior is N(α_t x_t, σ_t²) under a VP schedule.
+//! struct StdNormal;
+//! impl Dim for StdNormal {
+//!     fn dim(&self) -> usize { 1 }
+//! }
+//! impl Score for StdNormal {
+//!     fn score(&self, x: &[f64], out: &mut [f64]) { out[0] = -x[0]; }
+//! }
+//! struct Normal { mean: f64, std: f64 }
+//! impl Dim for Normal {
+//!     fn dim(&self) -> usize { 1 }
+//! }
+//! impl PosteriorSample for Normal {
+//!     fn sample_into<R: Rng + ?Sized>(&self, rng: &mut R, out: &mut [f64]) {
+//!         out[0] = self.mean + self.std * tsm_core::rng::normal::sample(rng);
+//!     }
+//! }
+//! impl ExactPosterior for StdNormal {
+//!     type Posterior = Normal;
+//!     fn posterior<S: Schedule + ?Sized>(
+//!         &self, schedule: &S, t: f64, x_t: &[f64],
+//!     ) -> tsm_core::Result<Normal> {
+//!         Ok(Normal { mean: schedule.alpha(t) * x_t[0], std: schedule.sigma(t) })
+//!     }
+//! }
+//!
+//! let t = 0.4;
+//! let mut mc = MonteCarloScore::new(1, &[ScoreIdentity::Dsi.coefficients(&Cosine, t)?]);
+//! assert!(mc.mean(0, 0).is_err()); // no estimate before a run
+//! mc.run(&StdNormal, &Cosine, t, &[0.7], 10_000, &mut tsm_core::rng::stream(3, 0))?;
+//! // ∇log p_t(x) = −x for N(0, 1) under a variance-preserving schedule; 5 standard errors.
+//! assert!((mc.mean(0, 0)? + 0.7).abs() < 5.0 * mc.std_err(0, 0)?);
+//! assert!(mc.mean(1, 0).is_err() && mc.mean(0, 1).is_err()); // one identity, d = 1
+//! // Coefficients of t = 0.4 at t = 0.6: a typed error, not a wrong number.
+//! assert!(mc.run(&StdNormal, &Cosine, 0.6, &[0.7], 100, &mut tsm_core::rng::stream(3, 1)).is_err());
+//! # Ok::<(), tsm_core::Error>(())
+//! ```
+//!
 //! # References
 //! [^1]: De Bortoli et al. (2024), *Target Score Matching*, eq. 18.
 
 use rand::Rng;
 
 use crate::identity::Coefficients;
+use crate::schedule::{check_time, Schedule};
 use crate::target::{check_dim, PosteriorSample, Score};
 use crate::{Error, Result};
 
@@ -139,11 +209,92 @@ mod avx2 {
     }
 }
 
+/// A target whose posterior `p(x_0 | x_t)` under the noising `X_t = α_t X_0 + σ_t ε` can be
+/// sampled exactly: what [`MonteCarloScore`] draws from (eq. 18).
+///
+/// The estimator asks for the posterior at the `(schedule, t, x_t)` it runs at, so its draws
+/// and its coefficients always refer to the same time (see the [module docs](self)).
+pub trait ExactPosterior: Score {
+    /// The posterior at one `(t, x_t)`.
+    type Posterior: PosteriorSample;
+
+    /// The posterior `p(x_0 | x_t)` at time `t` of `schedule`.
+    ///
+    /// # Errors
+    /// The implementation's: typically [`Error::TimeOutOfRange`], [`Error::DimMismatch`] for
+    /// `x_t`, [`Error::NonFinite`] for a non-finite `x_t`.
+    fn posterior<S: Schedule + ?Sized>(
+        &self,
+        schedule: &S,
+        t: f64,
+        x_t: &[f64],
+    ) -> Result<Self::Posterior>;
+
+    /// Rewrites `post` as the posterior at `(t, x_t)`, reusing its buffers where it can
+    /// (whatever `post` held before, e.g. another target's posterior). The default builds a
+    /// new one with [`ExactPosterior::posterior`].
+    ///
+    /// # Errors
+    /// As [`ExactPosterior::posterior`].
+    fn posterior_into<S: Schedule + ?Sized>(
+        &self,
+        schedule: &S,
+        t: f64,
+        x_t: &[f64],
+        post: &mut Self::Posterior,
+    ) -> Result<()> {
+        *post = self.posterior(schedule, t, x_t)?;
+        Ok(())
+    }
+}
+
+/// Checks that every coefficient was computed at this `t` of `schedule`: its `alpha` must be
+/// the schedule's `α_t` (to `1e-12` relative). Shared by both estimators' `run`.
+///
+/// # Errors
+/// [`Error::OutOfRange`] naming `coefficients.alpha`.
+pub(crate) fn check_coefficients(coefficients: &[Coefficients], alpha: f64) -> Result<()> {
+    for c in coefficients {
+        if (c.alpha - alpha).abs() > 1e-12 * alpha.abs().max(1.0) || c.alpha.is_nan() {
+            return Err(Error::OutOfRange {
+                name: "coefficients.alpha",
+                value: c.alpha,
+                allowed: "{the schedule's α_t at the t of the run}",
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Checks an identity index `k < len` and a coordinate `j < dim` for the accessors.
+pub(crate) fn check_index(k: usize, len: usize, j: usize, dim: usize) -> Result<()> {
+    if k >= len {
+        return Err(Error::OutOfRange {
+            name: "identity index k",
+            value: k as f64,
+            allowed: "0 ≤ k < len() (the number of identities)",
+        });
+    }
+    if j >= dim {
+        return Err(Error::OutOfRange {
+            name: "coordinate j",
+            value: j as f64,
+            allowed: "0 ≤ j < d (the dimension)",
+        });
+    }
+    Ok(())
+}
+
 /// Reusable Monte Carlo estimator of `∇log p_t(x_t)` for several identities at once.
+///
+/// `P` is the posterior type of the targets it runs on ([`ExactPosterior::Posterior`]),
+/// inferred from the first [`run`](Self::run); the estimator keeps one posterior and rewrites
+/// it in place at every run.
 #[derive(Debug, Clone)]
-pub struct MonteCarloScore {
+pub struct MonteCarloScore<P> {
     dim: usize,
     coefficients: Vec<Coefficients>,
+    posterior: Option<P>,
     // Batches of draws and their target scores, [draw * dim + coordinate]; grown, never shrunk.
     x0: Vec<f64>,
     score0: Vec<f64>,
@@ -151,16 +302,19 @@ pub struct MonteCarloScore {
     shift: Vec<f64>,
     sum: Vec<f64>,
     sum_sq: Vec<f64>,
+    // 0 while there is no estimate (before a run, after a failed one or new coefficients).
     draws: usize,
 }
 
-impl MonteCarloScore {
-    /// An estimator in dimension `dim` for the identities with the given coefficients.
+impl<P: PosteriorSample> MonteCarloScore<P> {
+    /// An estimator in dimension `dim` for the identities with the given coefficients (all
+    /// computed at the `t` that [`run`](Self::run) will be given).
     pub fn new(dim: usize, coefficients: &[Coefficients]) -> Self {
         let n = dim * coefficients.len();
         Self {
             dim,
             coefficients: coefficients.to_vec(),
+            posterior: None,
             x0: Vec::new(),
             score0: Vec::new(),
             shift: vec![0.0; n],
@@ -170,7 +324,8 @@ impl MonteCarloScore {
         }
     }
 
-    /// Replaces the coefficients (e.g. for a new `t`), keeping the buffers.
+    /// Replaces the coefficients (e.g. for a new `t`), keeping the buffers. The last run's
+    /// estimates belonged to the old coefficients and are dropped.
     ///
     /// # Errors
     /// [`Error::DimMismatch`] if the number of identities changes.
@@ -181,33 +336,44 @@ impl MonteCarloScore {
             "MonteCarloScore::set_coefficients",
         )?;
         self.coefficients.copy_from_slice(coefficients);
+        self.draws = 0;
         Ok(())
     }
 
-    /// Draws `n` samples `x_0 ~ posterior` and accumulates every identity at `(x_0, x_t)`.
+    /// Draws `n` samples `x_0 ~ p(x_0 | x_t)` from the target's exact posterior at time `t` of
+    /// `schedule` and accumulates every identity at `(x_0, x_t)` (eq. 18).
+    ///
+    /// The arguments are those of
+    /// [`ImportanceSampledScore::run`](crate::snis::ImportanceSampledScore::run).
     ///
     /// # Errors
-    /// [`Error::DimMismatch`] if `x_t`, the posterior or the target has another dimension;
-    /// [`Error::TooFewDraws`] for `n < 2` (a standard error needs two draws).
-    pub fn run<P, T, R>(
+    /// - [`Error::TimeOutOfRange`] for `t ∉ [0, 1]`;
+    /// - [`Error::DimMismatch`] if `x_t` or the target has another dimension;
+    /// - [`Error::TooFewDraws`] for `n < 2` (a standard error needs two draws);
+    /// - [`Error::OutOfRange`] if a coefficient's `alpha` is not the schedule's `α_t`
+    ///   (coefficients computed for another time);
+    /// - the target's errors from [`ExactPosterior::posterior`] (e.g. [`Error::NonFinite`]
+    ///   for a non-finite `x_t`).
+    ///
+    /// After an error there is no estimate (the accessors return errors) until the next
+    /// successful run.
+    pub fn run<T, S, R>(
         &mut self,
-        posterior: &P,
         target: &T,
+        schedule: &S,
+        t: f64,
         x_t: &[f64],
         n: usize,
         rng: &mut R,
     ) -> Result<()>
     where
-        P: PosteriorSample + ?Sized,
-        T: Score + ?Sized,
+        T: ExactPosterior<Posterior = P> + ?Sized,
+        S: Schedule + ?Sized,
         R: Rng + ?Sized,
     {
+        self.draws = 0;
+        check_time(t)?;
         check_dim(self.dim, x_t.len(), "MonteCarloScore::run (x_t)")?;
-        check_dim(
-            self.dim,
-            posterior.dim(),
-            "MonteCarloScore::run (posterior)",
-        )?;
         check_dim(self.dim, target.dim(), "MonteCarloScore::run (target)")?;
         if n < 2 {
             return Err(Error::TooFewDraws {
@@ -216,6 +382,19 @@ impl MonteCarloScore {
                 got: n,
             });
         }
+        check_coefficients(&self.coefficients, schedule.alpha(t))?;
+        let posterior = match &mut self.posterior {
+            Some(post) => {
+                target.posterior_into(schedule, t, x_t, post)?;
+                post
+            }
+            empty @ None => empty.insert(target.posterior(schedule, t, x_t)?),
+        };
+        check_dim(
+            self.dim,
+            posterior.dim(),
+            "MonteCarloScore::run (posterior)",
+        )?;
         let d = self.dim;
         // Draw everything first, then score in one batch, then accumulate: each stage is a
         // tight loop over contiguous memory that the compiler vectorises.
@@ -254,7 +433,8 @@ impl MonteCarloScore {
         Ok(())
     }
 
-    /// Number of draws in the last [`run`](Self::run).
+    /// Number of draws in the last successful [`run`](Self::run) (0 when there is no
+    /// estimate).
     pub fn draws(&self) -> usize {
         self.draws
     }
@@ -269,36 +449,77 @@ impl MonteCarloScore {
         self.coefficients.is_empty()
     }
 
+    /// The dimension `d`.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// The flat index of `(k, j)`, once there is an estimate.
+    fn index(&self, k: usize, j: usize, op: &'static str) -> Result<usize> {
+        if self.draws == 0 {
+            return Err(Error::TooFewDraws {
+                op,
+                needed: 2,
+                got: 0,
+            });
+        }
+        check_index(k, self.len(), j, self.dim)?;
+        Ok(k * self.dim + j)
+    }
+
     /// The estimate (eq. 18) of identity `k`, coordinate `j`.
-    pub fn mean(&self, k: usize, j: usize) -> f64 {
-        let i = k * self.dim + j;
-        self.shift[i] + self.sum[i] / self.draws as f64
+    ///
+    /// # Errors
+    /// [`Error::TooFewDraws`] (`got: 0`) when there is no estimate (see the
+    /// [module docs](self)); [`Error::OutOfRange`] for `k ≥ len()` or `j ≥ d`.
+    pub fn mean(&self, k: usize, j: usize) -> Result<f64> {
+        let i = self.index(k, j, "MonteCarloScore::mean (no run yet)")?;
+        Ok(self.shift[i] + self.sum[i] / self.draws as f64)
     }
 
     /// The per-draw sample variance of identity `k`, coordinate `j` (divisor `N − 1`).
-    pub fn draw_variance(&self, k: usize, j: usize) -> f64 {
-        let i = k * self.dim + j;
+    ///
+    /// # Errors
+    /// As [`MonteCarloScore::mean`].
+    pub fn draw_variance(&self, k: usize, j: usize) -> Result<f64> {
+        let i = self.index(k, j, "MonteCarloScore::draw_variance (no run yet)")?;
         let n = self.draws as f64;
-        ((self.sum_sq[i] - self.sum[i] * self.sum[i] / n) / (n - 1.0)).max(0.0)
+        Ok(((self.sum_sq[i] - self.sum[i] * self.sum[i] / n) / (n - 1.0)).max(0.0))
     }
 
     /// The estimator's variance `Σ_j Var(L_j)/N` (trace over coordinates, as in App. C).
-    pub fn estimator_variance(&self, k: usize) -> f64 {
-        (0..self.dim).map(|j| self.draw_variance(k, j)).sum::<f64>() / self.draws as f64
+    ///
+    /// # Errors
+    /// As [`MonteCarloScore::mean`].
+    pub fn estimator_variance(&self, k: usize) -> Result<f64> {
+        self.index(k, 0, "MonteCarloScore::estimator_variance (no run yet)")?;
+        let total = (0..self.dim)
+            .map(|j| self.draw_variance(k, j))
+            .sum::<Result<f64>>()?;
+        Ok(total / self.draws as f64)
     }
 
     /// The standard error `√(Var(L_j)/N)` of identity `k`, coordinate `j`.
-    pub fn std_err(&self, k: usize, j: usize) -> f64 {
-        (self.draw_variance(k, j) / self.draws as f64).sqrt()
+    ///
+    /// # Errors
+    /// As [`MonteCarloScore::mean`].
+    pub fn std_err(&self, k: usize, j: usize) -> Result<f64> {
+        Ok((self.draw_variance(k, j)? / self.draws as f64).sqrt())
     }
 
     /// The estimate of identity `k` as a vector.
-    pub fn mean_vec(&self, k: usize) -> Vec<f64> {
+    ///
+    /// # Errors
+    /// As [`MonteCarloScore::mean`].
+    pub fn mean_vec(&self, k: usize) -> Result<Vec<f64>> {
         (0..self.dim).map(|j| self.mean(k, j)).collect()
     }
 
     /// The standard errors of identity `k` as a vector.
-    pub fn std_err_vec(&self, k: usize) -> Vec<f64> {
+    ///
+    /// # Errors
+    /// As [`MonteCarloScore::mean`].
+    pub fn std_err_vec(&self, k: usize) -> Result<Vec<f64>> {
         (0..self.dim).map(|j| self.std_err(k, j)).collect()
     }
 }
@@ -306,6 +527,177 @@ impl MonteCarloScore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::identity::ScoreIdentity;
+    use crate::schedule::Cosine;
+    use crate::target::Dim;
+
+    /// `N(0, 1)` in one dimension: posterior `N(α x_t/D, σ²/D)`, `D = α² + σ²`, and
+    /// `∇log p_t(x) = −x/D`.
+    struct StdNormal;
+
+    #[derive(Debug, Clone)]
+    struct Normal {
+        mean: f64,
+        std: f64,
+    }
+
+    impl Dim for StdNormal {
+        fn dim(&self) -> usize {
+            1
+        }
+    }
+    impl Score for StdNormal {
+        fn score(&self, x: &[f64], out: &mut [f64]) {
+            out[0] = -x[0];
+        }
+    }
+    impl Dim for Normal {
+        fn dim(&self) -> usize {
+            1
+        }
+    }
+    impl PosteriorSample for Normal {
+        fn sample_into<R: Rng + ?Sized>(&self, rng: &mut R, out: &mut [f64]) {
+            out[0] = self.mean + self.std * crate::rng::normal::sample(rng);
+        }
+    }
+    impl ExactPosterior for StdNormal {
+        type Posterior = Normal;
+        fn posterior<S: Schedule + ?Sized>(&self, s: &S, t: f64, x_t: &[f64]) -> Result<Normal> {
+            check_time(t)?;
+            let (a, s2) = (s.alpha(t), s.sigma_sq(t));
+            let d = a * a + s2;
+            Ok(Normal {
+                mean: a * x_t[0] / d,
+                std: (s2 / d).sqrt(),
+            })
+        }
+    }
+
+    fn coefficients(t: f64) -> Vec<Coefficients> {
+        [ScoreIdentity::Dsi, ScoreIdentity::Tsi]
+            .iter()
+            .map(|id| id.coefficients(&Cosine, t))
+            .collect::<Result<_>>()
+            .expect("defined at 0 < t < 1")
+    }
+
+    #[test]
+    fn estimates_the_exact_score_from_the_posterior_it_builds() -> Result<()> {
+        // Fixed seed; each identity within 5 standard errors of ∇log p_t(x_t) = −x_t.
+        let mut mc = MonteCarloScore::new(1, &coefficients(0.3));
+        mc.run(
+            &StdNormal,
+            &Cosine,
+            0.3,
+            &[0.8],
+            20_000,
+            &mut crate::rng::stream(5, 0),
+        )?;
+        for k in 0..2 {
+            let (mean, se) = (mc.mean(k, 0)?, mc.std_err(k, 0)?);
+            assert!((mean + 0.8).abs() < 5.0 * se, "identity {k}: {mean} ± {se}");
+        }
+        assert_eq!(mc.draws(), 20_000);
+        Ok(())
+    }
+
+    #[test]
+    fn coefficients_of_another_time_are_an_error() {
+        // Before, `run` took the posterior and x_t only: coefficients computed at t = 0.3 with
+        // draws from the posterior at t = 0.7 returned a wrong number without complaint.
+        let mut mc = MonteCarloScore::new(1, &coefficients(0.3));
+        let err = mc.run(
+            &StdNormal,
+            &Cosine,
+            0.7,
+            &[0.8],
+            100,
+            &mut crate::rng::stream(5, 1),
+        );
+        assert!(
+            matches!(
+                err,
+                Err(Error::OutOfRange {
+                    name: "coefficients.alpha",
+                    ..
+                })
+            ),
+            "{err:?}"
+        );
+        assert!(mc.mean(0, 0).is_err(), "no estimate after a failed run");
+        assert!(matches!(
+            mc.run(
+                &StdNormal,
+                &Cosine,
+                1.5,
+                &[0.8],
+                100,
+                &mut crate::rng::stream(5, 1)
+            ),
+            Err(Error::TimeOutOfRange { .. })
+        ));
+    }
+
+    #[test]
+    fn accessors_before_a_run_are_errors_not_nan() {
+        // Before, `mean` was 0/0 = NaN and `std_err` NaN.
+        let mc: MonteCarloScore<Normal> = MonteCarloScore::new(1, &coefficients(0.3));
+        let none = |r: Result<f64>| matches!(r, Err(Error::TooFewDraws { got: 0, .. }));
+        assert!(none(mc.mean(0, 0)));
+        assert!(none(mc.draw_variance(0, 0)));
+        assert!(none(mc.std_err(0, 0)));
+        assert!(none(mc.estimator_variance(0)));
+        assert!(mc.mean_vec(0).is_err() && mc.std_err_vec(0).is_err());
+        assert_eq!(mc.draws(), 0);
+    }
+
+    #[test]
+    fn out_of_range_accessors_are_errors_not_another_identitys_number() -> Result<()> {
+        // Before, mean(0, 1) in d = 1 read identity 1's estimate, and mean(2, 0) panicked.
+        let mut mc = MonteCarloScore::new(1, &coefficients(0.3));
+        mc.run(
+            &StdNormal,
+            &Cosine,
+            0.3,
+            &[0.8],
+            100,
+            &mut crate::rng::stream(5, 2),
+        )?;
+        let out = |r: Result<f64>| matches!(r, Err(Error::OutOfRange { .. }));
+        assert!(out(mc.mean(0, 1)), "coordinate past d");
+        assert!(out(mc.mean(2, 0)), "identity past len()");
+        assert!(out(mc.std_err(0, 1)) && out(mc.draw_variance(2, 0)));
+        assert!(out(mc.estimator_variance(2)));
+        assert!(mc.mean_vec(2).is_err());
+        assert!(mc.mean(1, 0)?.is_finite());
+        Ok(())
+    }
+
+    #[test]
+    fn new_coefficients_drop_the_old_estimate() -> Result<()> {
+        let mut mc = MonteCarloScore::new(1, &coefficients(0.3));
+        mc.run(
+            &StdNormal,
+            &Cosine,
+            0.3,
+            &[0.8],
+            100,
+            &mut crate::rng::stream(5, 3),
+        )?;
+        mc.set_coefficients(&coefficients(0.6))?;
+        assert!(mc.mean(0, 0).is_err(), "estimate of the old coefficients");
+        mc.run(
+            &StdNormal,
+            &Cosine,
+            0.6,
+            &[0.8],
+            100,
+            &mut crate::rng::stream(5, 3),
+        )?;
+        assert!(mc.mean(0, 0)?.is_finite());
+        Ok(())
+    }
 
     #[test]
     fn vector_and_portable_sums_agree_bit_for_bit() {

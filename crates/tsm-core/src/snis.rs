@@ -43,7 +43,11 @@
 //!
 //! # Parallel use
 //! One [`ImportanceSampledScore`] per rayon work item (it is `Clone + Send`), reused across
-//! the points of that item, with the item's generator from [`crate::rng::stream`]:
+//! the points of that item, with the item's generator from [`crate::rng::stream`]. Its
+//! `run` takes the arguments of [`MonteCarloScore::run`](crate::estimator::MonteCarloScore::run),
+//! checks the coefficients against `(schedule, t)` in the same way, and its accessors return
+//! the same errors (no estimate yet, an index out of range): see
+//! [the estimator module](crate::estimator#one-shape-for-both-estimators).
 //!
 //! ```
 //! use tsm_core::identity::ScoreIdentity;
@@ -73,9 +77,9 @@
 //! snis.run(&StdNormal(2), &Cosine, t, &[0.5, -0.2], 4096, &mut rng)?;
 //! // For N(0, I) under a variance-preserving schedule, ∇log p_t(x) = −x.
 //! for k in 0..2 {
-//!     assert!((snis.mean(k, 0) + 0.5).abs() < 6.0 * snis.std_err(k, 0));
+//!     assert!((snis.mean(k, 0)? + 0.5).abs() < 6.0 * snis.std_err(k, 0)?);
 //! }
-//! assert!(snis.ess() > 1000.0 && snis.ess() <= 4096.0);
+//! assert!(snis.ess()? > 1000.0 && snis.ess()? <= 4096.0);
 //! // α_1 = 0: the proposal N(x_t/α_t, …) is undefined, a typed error.
 //! assert!(snis.run(&StdNormal(2), &Cosine, 1.0, &[0.5, -0.2], 16, &mut rng).is_err());
 //! # Ok::<(), tsm_core::Error>(())
@@ -90,6 +94,7 @@
 use rand::Rng;
 use rand_distr::StandardNormal;
 
+use crate::estimator::{check_coefficients, check_index};
 use crate::identity::Coefficients;
 use crate::schedule::{check_time, Schedule};
 use crate::target::{check_dim, LogDensity};
@@ -143,7 +148,8 @@ impl ImportanceSampledScore {
         }
     }
 
-    /// Replaces the coefficients (e.g. for a new `t`), keeping the buffers.
+    /// Replaces the coefficients (e.g. for a new `t`), keeping the buffers. The last run's
+    /// estimates belonged to the old time and are dropped.
     ///
     /// # Errors
     /// [`Error::DimMismatch`] if the number of identities changes.
@@ -154,6 +160,7 @@ impl ImportanceSampledScore {
             "ImportanceSampledScore::set_coefficients",
         )?;
         self.coefficients.copy_from_slice(coefficients);
+        self.proposals = 0;
         Ok(())
     }
 
@@ -174,6 +181,9 @@ impl ImportanceSampledScore {
     /// - [`Error::NonFinite`] if `x_t` is not finite, or a log density is NaN or `+∞`, or a
     ///   score with positive weight is not finite;
     /// - [`Error::DegenerateWeights`] if every log-weight is `−∞` (all weights zero).
+    ///
+    /// After an error there is no estimate (the accessors return errors) until the next
+    /// successful run.
     pub fn run<T, S, R>(
         &mut self,
         target: &T,
@@ -188,6 +198,7 @@ impl ImportanceSampledScore {
         S: Schedule + ?Sized,
         R: Rng + ?Sized,
     {
+        self.proposals = 0;
         check_time(t)?;
         let d = self.dim;
         check_dim(d, x_t.len(), "ImportanceSampledScore::run (x_t)")?;
@@ -207,15 +218,7 @@ impl ImportanceSampledScore {
                 reason: "α_t = 0: the proposal N(x_t/α_t, (σ_t/α_t)² I) is undefined",
             });
         }
-        for c in &self.coefficients {
-            if (c.alpha - alpha).abs() > 1e-12 * alpha.abs().max(1.0) {
-                return Err(Error::OutOfRange {
-                    name: "coefficients.alpha",
-                    value: c.alpha,
-                    allowed: "{the schedule's α_t at this t}",
-                });
-            }
-        }
+        check_coefficients(&self.coefficients, alpha)?;
         if let Some(&value) = x_t.iter().find(|v| !v.is_finite()) {
             return Err(Error::NonFinite {
                 op: "ImportanceSampledScore::run (x_t)",
@@ -228,7 +231,6 @@ impl ImportanceSampledScore {
             self.score0.resize(k * d, 0.0);
             self.log_w.resize(k, 0.0);
         }
-        self.proposals = 0;
 
         // Pass 1: proposals, log-weights, scores.
         let (inv_alpha, scale) = (1.0 / alpha, sigma / alpha);
@@ -319,7 +321,8 @@ impl ImportanceSampledScore {
         Ok(())
     }
 
-    /// Number of proposals `K` in the last [`run`](Self::run) (0 before any).
+    /// Number of proposals `K` in the last successful [`run`](Self::run) (0 when there is
+    /// no estimate).
     pub fn proposals(&self) -> usize {
         self.proposals
     }
@@ -339,49 +342,105 @@ impl ImportanceSampledScore {
         self.dim
     }
 
+    /// `Ok(())` once there is an estimate.
+    fn estimated(&self, op: &'static str) -> Result<()> {
+        if self.proposals == 0 {
+            Err(Error::TooFewDraws {
+                op,
+                needed: 2,
+                got: 0,
+            })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The coefficients of identity `k`, once there is an estimate and `k`, `j` are in range.
+    fn at(&self, k: usize, j: usize, op: &'static str) -> Result<&Coefficients> {
+        self.estimated(op)?;
+        check_index(k, self.len(), j, self.dim)?;
+        Ok(&self.coefficients[k])
+    }
+
     /// The effective sample size `(Σ w_i)² / Σ w_i²` of the last run, in `[1, K]`.
-    pub fn ess(&self) -> f64 {
-        self.ess
+    ///
+    /// # Errors
+    /// [`Error::TooFewDraws`] (`got: 0`) when there is no estimate (before a run, after a
+    /// failed one or new coefficients).
+    pub fn ess(&self) -> Result<f64> {
+        self.estimated("ImportanceSampledScore::ess (no run yet)")?;
+        Ok(self.ess)
     }
 
     /// `log p_t(x_t) + C` estimated as `log((1/K) Σ w_i) − d log α_t`, where `C` is the
     /// constant left out of the target's log density (0 if it is normalised).
     ///
     /// Its delta-method standard error is `√((K/ESS − 1)/K)`.
-    pub fn log_marginal(&self) -> f64 {
-        self.log_mean_weight - self.dim as f64 * self.log_alpha
+    ///
+    /// # Errors
+    /// As [`ImportanceSampledScore::ess`].
+    pub fn log_marginal(&self) -> Result<f64> {
+        self.estimated("ImportanceSampledScore::log_marginal (no run yet)")?;
+        Ok(self.log_mean_weight - self.dim as f64 * self.log_alpha)
     }
 
     /// The estimate `ĥ = Σ w̄_i L(x_0ⁱ)` of identity `k`, coordinate `j`.
-    pub fn mean(&self, k: usize, j: usize) -> f64 {
-        let c = &self.coefficients[k];
-        c.a * (c.alpha * self.mean_x[j] - self.x_t[j]) + c.b * self.mean_s[j]
+    ///
+    /// # Errors
+    /// [`Error::TooFewDraws`] (`got: 0`) when there is no estimate; [`Error::OutOfRange`]
+    /// for `k ≥ len()` or `j ≥ d`.
+    pub fn mean(&self, k: usize, j: usize) -> Result<f64> {
+        let c = self.at(k, j, "ImportanceSampledScore::mean (no run yet)")?;
+        Ok(c.a * (c.alpha * self.mean_x[j] - self.x_t[j]) + c.b * self.mean_s[j])
     }
 
     /// `Σ w̄_i² (L_j(x_0ⁱ) − ĥ_j)²`: the delta-method variance of identity `k`, coordinate `j`.
-    pub fn variance(&self, k: usize, j: usize) -> f64 {
-        let c = &self.coefficients[k];
+    ///
+    /// # Errors
+    /// As [`ImportanceSampledScore::mean`].
+    pub fn variance(&self, k: usize, j: usize) -> Result<f64> {
+        let c = self.at(k, j, "ImportanceSampledScore::variance (no run yet)")?;
         let ax = c.a * c.alpha;
-        (ax * ax * self.m_xx[j] + 2.0 * ax * c.b * self.m_xs[j] + c.b * c.b * self.m_ss[j]).max(0.0)
+        Ok(
+            (ax * ax * self.m_xx[j] + 2.0 * ax * c.b * self.m_xs[j] + c.b * c.b * self.m_ss[j])
+                .max(0.0),
+        )
     }
 
     /// The delta-method standard error of identity `k`, coordinate `j`.
-    pub fn std_err(&self, k: usize, j: usize) -> f64 {
-        self.variance(k, j).sqrt()
+    ///
+    /// # Errors
+    /// As [`ImportanceSampledScore::mean`].
+    pub fn std_err(&self, k: usize, j: usize) -> Result<f64> {
+        Ok(self.variance(k, j)?.sqrt())
     }
 
     /// The estimator's variance `Σ_j SE_j²` (trace over coordinates, as in App. C).
-    pub fn estimator_variance(&self, k: usize) -> f64 {
+    ///
+    /// # Errors
+    /// As [`ImportanceSampledScore::mean`].
+    pub fn estimator_variance(&self, k: usize) -> Result<f64> {
+        self.at(
+            k,
+            0,
+            "ImportanceSampledScore::estimator_variance (no run yet)",
+        )?;
         (0..self.dim).map(|j| self.variance(k, j)).sum()
     }
 
     /// The estimate of identity `k` as a vector.
-    pub fn mean_vec(&self, k: usize) -> Vec<f64> {
+    ///
+    /// # Errors
+    /// As [`ImportanceSampledScore::mean`].
+    pub fn mean_vec(&self, k: usize) -> Result<Vec<f64>> {
         (0..self.dim).map(|j| self.mean(k, j)).collect()
     }
 
     /// The standard errors of identity `k` as a vector.
-    pub fn std_err_vec(&self, k: usize) -> Vec<f64> {
+    ///
+    /// # Errors
+    /// As [`ImportanceSampledScore::mean`].
+    pub fn std_err_vec(&self, k: usize) -> Result<Vec<f64>> {
         (0..self.dim).map(|j| self.std_err(k, j)).collect()
     }
 }

@@ -129,11 +129,12 @@ fn error_falls_like_one_over_root_k_and_matches_the_closed_form() -> Result<()> 
             let x_t = draw_point(&mut rng, dim, g.marginal_variance());
             snis.run(&target, &Cosine, t, &x_t, k, &mut rng)?;
             for id in 0..ids.len() {
-                let e: f64 = (0..dim)
-                    .map(|j| (snis.mean(id, j) - g.score(x_t[j])).powi(2))
-                    .sum();
+                let mut e = 0.0;
+                for (j, &y) in x_t.iter().enumerate() {
+                    e += (snis.mean(id, j)? - g.score(y)).powi(2);
+                }
                 sq_err[ki][id].push(e);
-                k_se2[ki][id].push(k as f64 * snis.estimator_variance(id));
+                k_se2[ki][id].push(k as f64 * snis.estimator_variance(id)?);
             }
         }
     }
@@ -179,10 +180,10 @@ fn kappa_is_exact_for_a_gaussian_whatever_the_weights() -> Result<()> {
         for (j, &y) in x_t.iter().enumerate() {
             let exact = g.score(y);
             assert!(
-                (snis.mean(0, j) - exact).abs() < 1e-9 * (1.0 + exact.abs()),
+                (snis.mean(0, j)? - exact).abs() < 1e-9 * (1.0 + exact.abs()),
                 "t={t}"
             );
-            assert!(snis.std_err(0, j) < 1e-6 * (1.0 + exact.abs()), "t={t}");
+            assert!(snis.std_err(0, j)? < 1e-6 * (1.0 + exact.abs()), "t={t}");
         }
     }
     Ok(())
@@ -200,19 +201,19 @@ fn flat_weights_give_ess_k_and_constant_offsets_change_nothing() -> Result<()> {
     let mut snis = ImportanceSampledScore::new(dim, &coeffs);
     snis.run(&flat, &Cosine, t, &x_t, k, &mut tsm_core::rng::stream(1, 0))?;
     assert!(
-        (snis.ess() - k as f64).abs() < 1e-9 * k as f64,
+        (snis.ess()? - k as f64).abs() < 1e-9 * k as f64,
         "{}",
-        snis.ess()
+        snis.ess()?
     );
     assert_eq!(snis.proposals(), k);
     // Flat target: TSI is exactly 0; DSI is the plain mean of (αx_0 − x_t)/σ², which is
     // ((x_t + σ z̄) − x_t)/σ² = z̄/σ with SE 1/(σ√K) per coordinate.
     let sigma = Cosine.sigma(t);
     for j in 0..dim {
-        assert_eq!(snis.mean(1, j), 0.0);
-        let se = snis.std_err(0, j);
+        assert_eq!(snis.mean(1, j)?, 0.0);
+        let se = snis.std_err(0, j)?;
         assert!((se * sigma * (k as f64).sqrt() - 1.0).abs() < SIGMAS * (0.5 / k as f64).sqrt());
-        assert!(snis.mean(0, j).abs() < SIGMAS * se);
+        assert!(snis.mean(0, j)?.abs() < SIGMAS * se);
     }
 
     // A log density shifted by ±700 (e^±700 is at the edge of f64) gives the same estimate and
@@ -233,14 +234,14 @@ fn flat_weights_give_ess_k_and_constant_offsets_change_nothing() -> Result<()> {
             k,
             &mut tsm_core::rng::stream(2, 0),
         )?;
-        assert!((snis.ess() - reference.ess()).abs() < 1e-9 * reference.ess());
+        assert!((snis.ess()? - reference.ess()?).abs() < 1e-9 * reference.ess()?);
         for id in 0..2 {
             for j in 0..dim {
-                let (a, b) = (snis.mean(id, j), reference.mean(id, j));
+                let (a, b) = (snis.mean(id, j)?, reference.mean(id, j)?);
                 assert!((a - b).abs() < 1e-9 * (1.0 + b.abs()), "offset {offset}");
             }
         }
-        assert!((snis.log_marginal() - reference.log_marginal() - offset).abs() < 1e-6);
+        assert!((snis.log_marginal()? - reference.log_marginal()? - offset).abs() < 1e-6);
     }
     Ok(())
 }
@@ -260,11 +261,11 @@ fn log_marginal_estimates_the_noised_density() -> Result<()> {
             let x_t = draw_point(&mut rng, dim, g.marginal_variance());
             snis.run(&target, &Cosine, t, &x_t, k, &mut rng)?;
             let exact = Gaussian::normalised(dim, g.marginal_variance()).log_density(&x_t);
-            let se = ((k as f64 / snis.ess() - 1.0) / k as f64).sqrt();
+            let se = ((k as f64 / snis.ess()? - 1.0) / k as f64).sqrt();
             assert!(
-                (snis.log_marginal() - exact).abs() < SIGMAS * se + 1e-12,
+                (snis.log_marginal()? - exact).abs() < SIGMAS * se + 1e-12,
                 "d={dim} t={t}: {} vs {exact} (SE {se})",
-                snis.log_marginal()
+                snis.log_marginal()?
             );
         }
     }
@@ -286,7 +287,7 @@ fn ess_collapses_with_dimension_as_the_closed_form_says() -> Result<()> {
         for _ in 0..50 {
             let x_t = draw_point(&mut rng, dim, 1.0);
             snis.run(&target, &Cosine, t, &x_t, 1000, &mut rng)?;
-            total += snis.ess();
+            total += snis.ess()?;
         }
         ess.push(total / 50.0);
     }
@@ -329,10 +330,10 @@ fn buffers_are_reused_without_changing_results() -> Result<()> {
         &mut tsm_core::rng::stream(3, 3),
     )?;
     for id in 0..2 {
-        assert_eq!(fresh.mean_vec(id), reused.mean_vec(id));
-        assert_eq!(fresh.std_err_vec(id), reused.std_err_vec(id));
+        assert_eq!(fresh.mean_vec(id)?, reused.mean_vec(id)?);
+        assert_eq!(fresh.std_err_vec(id)?, reused.std_err_vec(id)?);
     }
-    assert_eq!(fresh.ess(), reused.ess());
+    assert_eq!(fresh.ess()?, reused.ess()?);
     Ok(())
 }
 
@@ -359,8 +360,12 @@ fn degenerate_weights_and_bad_input_are_typed_errors() -> Result<()> {
         log_density: |x: &[f64]| if x[0] > 0.0 { 0.0 } else { f64::NEG_INFINITY },
     };
     snis.run(&half, &Cosine, t, &x_t, 1000, &mut rng)?;
-    assert!(snis.ess() > 400.0 && snis.ess() < 600.0, "{}", snis.ess());
-    assert!(snis.mean(0, 0).is_finite());
+    assert!(
+        snis.ess()? > 400.0 && snis.ess()? < 600.0,
+        "{}",
+        snis.ess()?
+    );
+    assert!(snis.mean(0, 0)?.is_finite());
     // A NaN or +∞ log density is a bug in the density, not a zero weight.
     for bad in [f64::NAN, f64::INFINITY] {
         let broken = Custom {
@@ -412,6 +417,52 @@ fn degenerate_weights_and_bad_input_are_typed_errors() -> Result<()> {
     let c_ve = coefficients(&[ScoreIdentity::Tsi], &ve, 0.3)?;
     let mut snis_ve = ImportanceSampledScore::new(dim, &c_ve);
     snis_ve.run(&g, &ve, 0.3, &x_t, 100, &mut rng)?;
-    assert!(snis_ve.mean(0, 0).is_finite());
+    assert!(snis_ve.mean(0, 0)?.is_finite());
+    Ok(())
+}
+
+#[test]
+fn accessors_before_a_run_or_out_of_range_are_typed_errors() -> Result<()> {
+    // Before, `log_marginal` was NaN and `mean` a finite number made of zeroed buffers before
+    // any run; `mean(0, d)` read past the coordinates and `mean(len, 0)` panicked.
+    let (dim, t) = (2, 0.4);
+    let coeffs = coefficients(&[ScoreIdentity::Dsi, ScoreIdentity::Tsi], &Cosine, t)?;
+    let mut snis = ImportanceSampledScore::new(dim, &coeffs);
+    let none = |r: Result<f64>| matches!(r, Err(Error::TooFewDraws { got: 0, .. }));
+    assert!(none(snis.mean(0, 0)) && none(snis.std_err(0, 0)) && none(snis.variance(0, 0)));
+    assert!(none(snis.ess()) && none(snis.log_marginal()));
+    assert!(none(snis.estimator_variance(0)));
+    assert!(snis.mean_vec(0).is_err() && snis.std_err_vec(0).is_err());
+
+    let g = Gaussian::new(dim, 1.0);
+    let x_t = [0.3, -0.2];
+    snis.run(&g, &Cosine, t, &x_t, 100, &mut tsm_core::rng::stream(6, 0))?;
+    let out = |r: Result<f64>| matches!(r, Err(Error::OutOfRange { .. }));
+    assert!(out(snis.mean(0, dim)) && out(snis.mean(2, 0)));
+    assert!(out(snis.std_err(0, dim)) && out(snis.variance(2, 0)));
+    assert!(out(snis.estimator_variance(2)));
+    assert!(snis.mean(1, dim - 1)?.is_finite() && snis.ess()? >= 1.0);
+
+    // New coefficients (another t) drop the estimate, whose moments belong to the old t; so
+    // does a failed run.
+    snis.set_coefficients(&coefficients(
+        &[ScoreIdentity::Dsi, ScoreIdentity::Tsi],
+        &Cosine,
+        0.6,
+    )?)?;
+    assert!(none(snis.mean(0, 0)));
+    snis.run(
+        &g,
+        &Cosine,
+        0.6,
+        &x_t,
+        100,
+        &mut tsm_core::rng::stream(6, 1),
+    )?;
+    assert!(snis.mean(0, 0)?.is_finite());
+    assert!(snis
+        .run(&g, &Cosine, 0.6, &x_t, 1, &mut tsm_core::rng::stream(6, 2))
+        .is_err());
+    assert!(none(snis.mean(0, 0)) && snis.proposals() == 0);
     Ok(())
 }

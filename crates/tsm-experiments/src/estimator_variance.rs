@@ -17,7 +17,7 @@ use tsm_core::estimator::MonteCarloScore;
 use tsm_core::identity::Coefficients;
 use tsm_core::schedule::Schedule;
 use tsm_core::target::{Dim, Sample, Score};
-use tsm_targets::{GaussianMixture, MixturePosterior};
+use tsm_targets::GaussianMixture;
 
 /// The estimators of Fig. 2, in the paper's order, with their CSV names.
 pub const ESTIMATORS: [&str; 4] = ["dsi", "tsi", "kappa", "kappa_bar"];
@@ -129,19 +129,17 @@ fn one_time(
     let marginal = target.noised(schedule, t)?;
     let mut rng = tsm_core::rng::stream(seed, item);
     let mut mc = MonteCarloScore::new(d, &coefficients);
-    let mut posterior = MixturePosterior::with_shape(target.n_components(), d);
     let (mut x_t, mut exact) = (vec![0.0; d], vec![0.0; d]);
     let mut sums = [(0.0, 0.0); 4];
     for _ in 0..sizes.points {
         marginal.sample_into(&mut rng, &mut x_t);
         marginal.score(&x_t, &mut exact);
-        target.posterior_into(schedule, t, &x_t, &mut posterior)?;
-        mc.run(&posterior, target, &x_t, sizes.draws, &mut rng)?;
+        mc.run(target, schedule, t, &x_t, sizes.draws, &mut rng)?;
         for (k, (var_sum, se_sum)) in sums.iter_mut().enumerate() {
-            *var_sum += mc.estimator_variance(k);
+            *var_sum += mc.estimator_variance(k)?;
             *se_sum += (0..d)
-                .map(|j| (mc.mean(k, j) - exact[j]).powi(2))
-                .sum::<f64>();
+                .map(|j| Ok((mc.mean(k, j)? - exact[j]).powi(2)))
+                .sum::<tsm_core::Result<f64>>()?;
         }
     }
     let n = sizes.points as f64;

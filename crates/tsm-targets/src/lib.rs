@@ -30,3 +30,10 @@ pub mod noised_score;
 pub use error::{Error, Result};
 pub use mixture::{GaussianMixture, MixturePosterior};
 pub use noised_score::ExactMixtureScore;
+
+/// The README's code, compiled and run as doctests of this crate (the one that sees both
+/// `tsm-core` and `tsm-targets`, as a user's crate would): if the README's library example
+/// breaks, `cargo test --doc -p tsm-targets` fails.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;

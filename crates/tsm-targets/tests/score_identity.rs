@@ -140,14 +140,13 @@ fn every_estimator_is_unbiased_for_the_exact_marginal_score() {
             let mut mc = MonteCarloScore::new(target.dim(), &coeffs);
             let p_t = target.noised(&Cosine, t).unwrap();
             for (xi, x_t) in probe_points(target.dim()).into_iter().enumerate() {
-                let post = target.posterior(&Cosine, t, &x_t).unwrap();
                 let mut rng = tsm_core::rng::stream(7, (ti * 10 + xi) as u64);
-                mc.run(&post, &target, &x_t, n, &mut rng).unwrap();
+                mc.run(&target, &Cosine, t, &x_t, n, &mut rng).unwrap();
                 let mut exact = vec![0.0; x_t.len()];
                 p_t.score(&x_t, &mut exact);
                 for (k, id) in ids.iter().enumerate() {
                     for (j, e) in exact.iter().enumerate() {
-                        let (m, se) = (mc.mean(k, j), mc.std_err(k, j));
+                        let (m, se) = (mc.mean(k, j).unwrap(), mc.std_err(k, j).unwrap());
                         let tol = tolerances::SIGMAS * se + tolerances::ROUNDING * (1.0 + e.abs());
                         assert!(
                             (m - e).abs() <= tol,
@@ -185,32 +184,23 @@ fn gaussian_per_draw_variances_match_appendix_c() {
                 .collect();
             let mut mc = MonteCarloScore::new(1, &coeffs);
             let x_t = [0.4];
-            let post = target.posterior(&Cosine, t, &x_t).unwrap();
             mc.run(
-                &post,
                 &target,
+                &Cosine,
+                t,
                 &x_t,
                 n,
                 &mut tsm_core::rng::stream(3, ti as u64),
             )
             .unwrap();
+            let var = |k| mc.draw_variance(k, 0).unwrap();
             let denom = a * a * s * s + s2;
             let dsi = a * a * s * s / (s2 * denom);
             let tsi = s2 / (a * a * s * s * denom);
-            assert!(
-                (mc.draw_variance(0, 0) / dsi - 1.0).abs() < rel_tol,
-                "DSI s={s} t={t}"
-            );
-            assert!(
-                (mc.draw_variance(1, 0) / tsi - 1.0).abs() < rel_tol,
-                "TSI s={s} t={t}"
-            );
+            assert!((var(0) / dsi - 1.0).abs() < rel_tol, "DSI s={s} t={t}");
+            assert!((var(1) / tsi - 1.0).abs() < rel_tol, "TSI s={s} t={t}");
             // κ_t cancels the randomness exactly: its per-draw variance is rounding noise.
-            assert!(
-                mc.draw_variance(2, 0) < 1e-24 * dsi.max(tsi),
-                "κ s={s} t={t}: {}",
-                mc.draw_variance(2, 0)
-            );
+            assert!(var(2) < 1e-24 * dsi.max(tsi), "κ s={s} t={t}: {}", var(2));
         }
     }
 }
@@ -267,20 +257,26 @@ fn estimators_are_finite_at_the_ends_where_their_limits_are() {
     for (name, target) in all_targets() {
         let x_t = vec![0.3; target.dim()];
         for t in [0.0, 1e-9, 1.0 - 1e-9, 1.0] {
-            let post = target.posterior(&Cosine, t, &x_t).unwrap();
             for id in identities(&target) {
                 match id.coefficients(&Cosine, t) {
                     Ok(c) => {
                         let mut mc = MonteCarloScore::new(target.dim(), &[c]);
-                        mc.run(&post, &target, &x_t, 100, &mut FastRng::seed_from_u64(1))
-                            .unwrap();
+                        mc.run(
+                            &target,
+                            &Cosine,
+                            t,
+                            &x_t,
+                            100,
+                            &mut FastRng::seed_from_u64(1),
+                        )
+                        .unwrap();
                         assert!(
-                            mc.mean_vec(0).iter().all(|v| v.is_finite()),
+                            mc.mean_vec(0).unwrap().iter().all(|v| v.is_finite()),
                             "{name} {} t={t}",
                             id.name()
                         );
                         assert!(
-                            mc.estimator_variance(0).is_finite(),
+                            mc.estimator_variance(0).unwrap().is_finite(),
                             "{name} {} t={t}",
                             id.name()
                         );
@@ -314,19 +310,60 @@ fn other_schedules_give_unbiased_estimators_too() {
             .collect();
         let mut mc = MonteCarloScore::new(1, &coeffs);
         let x_t = [0.5 * schedule.alpha(t)];
-        let post = target.posterior(&schedule, t, &x_t).unwrap();
-        mc.run(&post, &target, &x_t, 50_000, &mut FastRng::seed_from_u64(9))
-            .unwrap();
+        mc.run(
+            &target,
+            &schedule,
+            t,
+            &x_t,
+            50_000,
+            &mut FastRng::seed_from_u64(9),
+        )
+        .unwrap();
         let mut exact = [0.0];
         target.noised(&schedule, t).unwrap().score(&x_t, &mut exact);
         for k in 0..ids.len() {
-            let tol = tolerances::SIGMAS * mc.std_err(k, 0)
+            let tol = tolerances::SIGMAS * mc.std_err(k, 0).unwrap()
                 + tolerances::ROUNDING * (1.0 + exact[0].abs());
             assert!(
-                (mc.mean(k, 0) - exact[0]).abs() <= tol,
+                (mc.mean(k, 0).unwrap() - exact[0]).abs() <= tol,
                 "{name} {}",
                 ids[k].name()
             );
         }
     }
+}
+
+#[test]
+fn coefficients_of_another_time_are_a_typed_error() {
+    // Before, `MonteCarloScore::run(&posterior, &target, &x_t, …)` took a posterior built at
+    // any time: coefficients of t = 0.3 with draws at t = 0.7 returned a wrong number. Now the
+    // estimator builds the posterior at the run's (schedule, t, x_t) and checks the
+    // coefficients against it.
+    let target = named::hard_mixture_diff_var();
+    let coeffs: Vec<Coefficients> = identities(&target)
+        .iter()
+        .map(|id| id.coefficients(&Cosine, 0.3).unwrap())
+        .collect();
+    let mut mc = MonteCarloScore::new(1, &coeffs);
+    let mut rng = FastRng::seed_from_u64(4);
+    let err = mc.run(&target, &Cosine, 0.7, &[0.2], 100, &mut rng);
+    assert!(
+        matches!(
+            err,
+            Err(tsm_core::Error::OutOfRange {
+                name: "coefficients.alpha",
+                ..
+            })
+        ),
+        "{err:?}"
+    );
+    assert!(mc.mean(0, 0).is_err(), "no estimate after the failed run");
+    mc.run(&target, &Cosine, 0.3, &[0.2], 100, &mut rng)
+        .unwrap();
+    assert!(mc.mean(0, 0).unwrap().is_finite());
+    // A non-finite x_t reaches the posterior's check: a typed error too.
+    assert!(matches!(
+        mc.run(&target, &Cosine, 0.3, &[f64::NAN], 100, &mut rng),
+        Err(tsm_core::Error::NonFinite { .. })
+    ));
 }

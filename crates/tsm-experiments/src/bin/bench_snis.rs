@@ -83,8 +83,8 @@ fn run_once(
                     *x = scale * rng.sample::<f64, _>(StandardNormal);
                 }
                 est.run(target, &Cosine, t, &x_t, proposals, &mut rng)?;
-                checksum += est.mean(0, 0) + est.mean(1, 0) + est.mean(2, 0);
-                ess += est.ess();
+                checksum += est.mean(0, 0)? + est.mean(1, 0)? + est.mean(2, 0)?;
+                ess += est.ess()?;
             }
             Ok((checksum, ess))
         })

@@ -41,7 +41,6 @@ use tsm_core::snis::ImportanceSampledScore;
 use tsm_experiments::output::RunTimer;
 use tsm_experiments::plot::{save_svg_png, Panel, PanelGrid, Series, Style};
 use tsm_experiments::{FigureArgs, OutputDir};
-use tsm_targets::mixture::MixturePosterior;
 use tsm_targets::GaussianMixture;
 
 const FIGURE: &str = "dim_variance";
@@ -118,7 +117,6 @@ fn compute_item(
         .map(|id| id.coefficients(&Cosine, t))
         .collect::<tsm_core::Result<Vec<Coefficients>>>()?;
     let mut rng = tsm_core::rng::stream(seed, item);
-    let mut post = MixturePosterior::with_shape(1, d);
     let mut mc = MonteCarloScore::new(d, &coeffs);
     let mut snis = ImportanceSampledScore::new(d, &coeffs);
     let mut x_t = vec![0.0; d];
@@ -129,17 +127,16 @@ fn compute_item(
         for x in x_t.iter_mut() {
             *x = scale * rng.sample::<f64, _>(StandardNormal);
         }
-        target.posterior_into(&Cosine, t, &x_t, &mut post)?;
-        mc.run(&post, &target, &x_t, draws, &mut rng)?;
+        mc.run(&target, &Cosine, t, &x_t, draws, &mut rng)?;
         snis.run(&target, &Cosine, t, &x_t, draws, &mut rng)?;
-        ess += snis.ess();
+        ess += snis.ess()?;
         for k in 0..IDENTITIES.len() {
-            exact.variance[k] += mc.estimator_variance(k);
-            is.variance[k] += snis.estimator_variance(k);
+            exact.variance[k] += mc.estimator_variance(k)?;
+            is.variance[k] += snis.estimator_variance(k)?;
             for (j, &y) in x_t.iter().enumerate() {
                 let score = g.score(y);
-                exact.sq_err[k] += (mc.mean(k, j) - score).powi(2);
-                is.sq_err[k] += (snis.mean(k, j) - score).powi(2);
+                exact.sq_err[k] += (mc.mean(k, j)? - score).powi(2);
+                is.sq_err[k] += (snis.mean(k, j)? - score).powi(2);
             }
         }
     }

@@ -212,13 +212,13 @@ impl GaussianMixture {
     pub fn weights(&self) -> &[f64] {
         &self.weights
     }
-    /// The mean `μᵢ` of component `i`.
-    pub fn component_mean(&self, i: usize) -> &[f64] {
-        &self.means[i * self.dim..(i + 1) * self.dim]
+    /// The mean `μᵢ` of component `i`; `None` for `i ≥ n_components()` (as `slice::get`).
+    pub fn component_mean(&self, i: usize) -> Option<&[f64]> {
+        self.means.chunks_exact(self.dim).nth(i)
     }
-    /// The standard deviations `sᵢ` of component `i`.
-    pub fn component_std(&self, i: usize) -> &[f64] {
-        &self.stds[i * self.dim..(i + 1) * self.dim]
+    /// The standard deviations `sᵢ` of component `i`; `None` for `i ≥ n_components()`.
+    pub fn component_std(&self, i: usize) -> Option<&[f64]> {
+        self.stds.chunks_exact(self.dim).nth(i)
     }
 
     /// The mean `Σ πᵢ μᵢ`.
@@ -251,7 +251,10 @@ impl GaussianMixture {
     /// `σ_mode² = Σ πᵢ sᵢ²`, averaged over coordinates.
     pub fn mode_variance(&self) -> f64 {
         let total: f64 = (0..self.n_components())
-            .map(|i| self.weights[i] * self.component_std(i).iter().map(|s| s * s).sum::<f64>())
+            .map(|i| {
+                let stds = &self.stds[i * self.dim..(i + 1) * self.dim];
+                self.weights[i] * stds.iter().map(|s| s * s).sum::<f64>()
+            })
             .sum();
         total / self.dim as f64
     }
@@ -522,6 +525,22 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn component_accessors_past_the_end_are_none() {
+        // Before, component_mean(i) panicked for i ≥ n_components() (slice index out of range).
+        let m = GaussianMixture::isotropic(
+            vec![0.25, 0.75],
+            vec![vec![1.0, 2.0], vec![-3.0, 4.0]],
+            vec![0.5, 2.0],
+        )
+        .unwrap();
+        assert_eq!(m.component_mean(1), Some(&[-3.0, 4.0][..]));
+        assert_eq!(m.component_std(0), Some(&[0.5, 0.5][..]));
+        assert_eq!(m.component_mean(2), None);
+        assert_eq!(m.component_std(2), None);
+        assert_eq!(m.component_mean(usize::MAX), None);
     }
 
     #[test]

@@ -2,9 +2,10 @@
 //! [parent module](super)).
 
 use rand::Rng;
+use tsm_core::estimator::ExactPosterior;
 use tsm_core::rng::normal;
 use tsm_core::schedule::{check_time, Schedule};
-use tsm_core::target::{Dim, PosteriorSample};
+use tsm_core::target::{check_dim, Dim, PosteriorSample};
 
 use super::kernels::place_two_components;
 use super::{pick, GaussianMixture, LN_2PI};
@@ -31,7 +32,10 @@ impl GaussianMixture {
     ///
     /// # Errors
     /// `Error::Core(TimeOutOfRange)` for `t ∉ [0, 1]`; [`Error::DimMismatch`] if `x_t` or
-    /// `post` has the wrong shape; `Error::Core(NonFinite)` if `x_t` is not finite.
+    /// `post` has the wrong shape (a posterior of a mixture with other components or
+    /// dimension); `Error::Core(NonFinite)` if `x_t` is not finite.
+    ///
+    /// [`Error::DimMismatch`]: crate::Error::DimMismatch
     pub fn posterior_into(
         &self,
         schedule: &(impl Schedule + ?Sized),
@@ -48,12 +52,27 @@ impl GaussianMixture {
             post.cumulative.len(),
             "GaussianMixture::posterior (buffer components)",
         )?;
+        Ok(self.write_posterior(schedule, t, x_t, post)?)
+    }
+
+    /// The body of [`GaussianMixture::posterior_into`] with `tsm-core`'s errors (for
+    /// [`ExactPosterior`]); `post` has this mixture's shape.
+    fn write_posterior(
+        &self,
+        schedule: &(impl Schedule + ?Sized),
+        t: f64,
+        x_t: &[f64],
+        post: &mut MixturePosterior,
+    ) -> tsm_core::Result<()> {
+        check_time(t)?;
+        let (d, n) = (self.dim, self.n_components());
+        check_dim(d, x_t.len(), "GaussianMixture::posterior (x_t)")?;
+        debug_assert!(post.dim == d && post.cumulative.len() == n);
         if let Some(&value) = x_t.iter().find(|v| !v.is_finite()) {
             return Err(tsm_core::Error::NonFinite {
                 op: "posterior x_t",
                 value,
-            }
-            .into());
+            });
         }
         let (a, s2) = (schedule.alpha(t), schedule.sigma_sq(t));
         let mut max_log = f64::NEG_INFINITY;
@@ -87,6 +106,39 @@ impl GaussianMixture {
     }
 }
 
+/// The exact posterior for [`MonteCarloScore`](tsm_core::estimator::MonteCarloScore): the
+/// estimator asks for it at the `(schedule, t, x_t)` of its run.
+impl ExactPosterior for GaussianMixture {
+    type Posterior = MixturePosterior;
+
+    /// As [`GaussianMixture::posterior`], with `tsm-core`'s errors: `TimeOutOfRange`,
+    /// `DimMismatch` for `x_t`, `NonFinite` for a non-finite `x_t`.
+    fn posterior<S: Schedule + ?Sized>(
+        &self,
+        schedule: &S,
+        t: f64,
+        x_t: &[f64],
+    ) -> tsm_core::Result<MixturePosterior> {
+        let mut post = MixturePosterior::with_shape(self.n_components(), self.dim);
+        self.write_posterior(schedule, t, x_t, &mut post)?;
+        Ok(post)
+    }
+
+    /// Rewrites `post` in place (reshaped first if it belongs to a mixture of another shape).
+    fn posterior_into<S: Schedule + ?Sized>(
+        &self,
+        schedule: &S,
+        t: f64,
+        x_t: &[f64],
+        post: &mut MixturePosterior,
+    ) -> tsm_core::Result<()> {
+        if post.dim != self.dim || post.cumulative.len() != self.n_components() {
+            *post = MixturePosterior::with_shape(self.n_components(), self.dim);
+        }
+        self.write_posterior(schedule, t, x_t, post)
+    }
+}
+
 /// The posterior `p(x_0 | x_t)` of a [`GaussianMixture`] at one `x_t` (eq. 17): a mixture with
 /// weights `πᵢ,ₜ`, means `νᵢ`, standard deviations `γᵢ`.
 #[derive(Debug, Clone, PartialEq)]
@@ -98,9 +150,9 @@ pub struct MixturePosterior {
 }
 
 impl MixturePosterior {
-    /// An empty buffer for `n` components in dimension `d`, to fill with
-    /// [`GaussianMixture::posterior_into`].
-    pub fn with_shape(n_components: usize, dim: usize) -> Self {
+    /// An unfilled buffer for `n` components in dimension `d` (private: every public way to a
+    /// `MixturePosterior` fills it, so its accessors never show an unfilled one).
+    fn with_shape(n_components: usize, dim: usize) -> Self {
         Self {
             dim,
             cumulative: vec![0.0; n_components],
