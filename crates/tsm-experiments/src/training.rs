@@ -174,28 +174,6 @@ impl DeviceArg {
     }
 }
 
-/// `--sampler`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum SamplerArg {
-    /// Reverse-SDE Euler–Maruyama.
-    Em,
-    /// Probability-flow ODE, Heun's method.
-    Heun,
-    /// Predictor–corrector (EM + Langevin).
-    Pc,
-}
-
-impl SamplerArg {
-    /// The sampler's name for `tsm_nn::sampler::sample_by_name`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Em => "em",
-            Self::Heun => "heun",
-            Self::Pc => "pc",
-        }
-    }
-}
-
 /// A progress bar with steps/s and the running loss (hidden when stderr is not a terminal).
 pub fn progress_bar(total: u64, done: u64) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(total);

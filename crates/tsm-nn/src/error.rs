@@ -71,3 +71,16 @@ impl Error {
         }
     }
 }
+
+/// A `tsm-nn` error as `tsm-core`'s, for code that reports through `tsm_core::Result` (a
+/// [`ModelScore`](crate::score::ModelScore) driving the samplers of `tsm_core::sampler`):
+/// `tsm-core`'s own errors come back unwrapped, anything else (candle's) is kept whole as
+/// [`tsm_core::Error::Score`]. The other way, a `tsm_core::Error` is an [`Error::Core`].
+impl From<Error> for tsm_core::Error {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Core(e) => e,
+            other => tsm_core::ScoreError::new(other).into(),
+        }
+    }
+}

@@ -10,7 +10,8 @@
 //! - [`loss`]: DSM, TSM, `κ`, `κ̄` and fixed-`w` regression losses with the four weightings;
 //! - [`engine`], [`optim`], [`train`], [`checkpoint`]: Adam + EMA training with atomic,
 //!   resumable checkpoints; a generic candle engine and a fast hand-written CPU engine;
-//! - [`sampler`]: reverse-SDE Euler–Maruyama, probability-flow Heun and predictor–corrector;
+//! - [`score`]: a trained model as a `tsm_core::sampler::NoisedScore`, for the samplers of
+//!   `tsm-core` (reverse-SDE Euler–Maruyama, probability-flow Heun, predictor–corrector);
 //! - [`mmd`]: the unbiased RBF-kernel MMD²;
 //! - [`device`]: `cpu` / `cuda` / `metal` by name.
 //!
@@ -29,7 +30,6 @@ pub mod mmd;
 pub mod network;
 pub mod optim;
 pub mod precond;
-pub mod sampler;
 pub mod score;
 pub mod train;
 

@@ -1,10 +1,10 @@
-//! A trained [`ScoreModel`] as a [`ScoreFn`] for the samplers: host `f64` points in, scores
-//! out, evaluated in chunks on the model's device.
+//! A trained [`ScoreModel`] as a [`NoisedScore`] for the samplers of [`tsm_core::sampler`]:
+//! host `f64` points in, scores out, evaluated in chunks on the model's device.
 
 use candle::{Device, Tensor};
-use tsm_core::target::Score;
+use tsm_core::sampler::NoisedScore;
+use tsm_core::target::{check_dim, Dim, Score};
 
-use crate::sampler::ScoreFn;
 use crate::{Result, ScoreModel};
 
 /// `s_θ(·, t)` on host buffers. `target` supplies `∇log p_0(x)` for the Cor. 2.4
@@ -27,14 +27,9 @@ impl<'a, T: Score> ModelScore<'a, T> {
             chunk: 4096,
         }
     }
-}
 
-impl<T: Score> ScoreFn for ModelScore<'_, T> {
-    fn dim(&self) -> usize {
-        self.model.config().mlp.dim
-    }
-
-    fn score(&mut self, x: &[f64], t: f64, out: &mut [f64]) -> Result<()> {
+    /// The model's score at every row of `x` into `out`, `chunk` rows at a time.
+    fn evaluate(&self, x: &[f64], t: f64, out: &mut [f64]) -> Result<()> {
         let d = self.dim();
         let needs = self.model.config().parameterisation.needs_target_score();
         let mut s0 = vec![0.0f64; d];
@@ -60,5 +55,84 @@ impl<T: Score> ScoreFn for ModelScore<'_, T> {
             }
         }
         Ok(())
+    }
+}
+
+impl<T> Dim for ModelScore<'_, T> {
+    fn dim(&self) -> usize {
+        self.model.config().mlp.dim
+    }
+}
+
+impl<T: Score> NoisedScore for ModelScore<'_, T> {
+    /// # Errors
+    /// [`tsm_core::Error::DimMismatch`] for `x` and `out` of different lengths or not a
+    /// multiple of `d`; the model's own errors (candle's) as [`tsm_core::Error::Score`].
+    fn noised_score(&mut self, x: &[f64], t: f64, out: &mut [f64]) -> tsm_core::Result<()> {
+        let d = self.dim();
+        check_dim(x.len(), out.len(), "ModelScore: out")?;
+        check_dim(x.len() / d.max(1) * d, x.len(), "ModelScore: x")?;
+        Ok(self.evaluate(x, t, out)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ModelConfig, Parameterisation};
+    use tsm_core::sampler::SamplerConfig;
+    use tsm_targets::GaussianMixture;
+
+    #[test]
+    fn a_network_drives_the_core_samplers() {
+        let (_, model) = ScoreModel::init(&ModelConfig::default(), 0, &Device::Cpu).expect("init");
+        let mut score = ModelScore::<GaussianMixture>::new(&model, None, &Device::Cpu);
+        let cfg = SamplerConfig {
+            steps: 5,
+            ..SamplerConfig::default()
+        };
+        for sampler in ["em", "heun", "pc"] {
+            let cfg = SamplerConfig {
+                sampler: sampler.parse().expect("sampler"),
+                ..cfg
+            };
+            let mut rng = tsm_core::rng::stream(0, 0);
+            let x = cfg
+                .sample(&mut score, model.schedule(), 7, &mut rng)
+                .expect("sample");
+            assert_eq!(x.len(), 14);
+            assert!(x.iter().all(|v| v.is_finite()), "{sampler}");
+        }
+        let mut out = [0.0; 4];
+        assert!(matches!(
+            score.noised_score(&[0.0; 3], 0.5, &mut out[..3]),
+            Err(tsm_core::Error::DimMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn the_models_own_errors_reach_the_caller_whole() {
+        // A Cor. 2.4 model without the target's score: the network reports an error, which
+        // the sampler hands back as a score error that is still tsm-nn's.
+        let cfg = ModelConfig {
+            parameterisation: Parameterisation::TargetScaled,
+            ..ModelConfig::default()
+        };
+        let (_, model) = ScoreModel::init(&cfg, 0, &Device::Cpu).expect("init");
+        let mut score = ModelScore::<GaussianMixture>::new(&model, None, &Device::Cpu);
+        let mut rng = tsm_core::rng::stream(0, 0);
+        let err = SamplerConfig::default()
+            .sample(&mut score, model.schedule(), 3, &mut rng)
+            .expect_err("no target score");
+        let tsm_core::Error::Score(inner) = &err else {
+            panic!("not a score error: {err:?}")
+        };
+        let original = inner
+            .downcast_ref::<crate::Error>()
+            .expect("tsm-nn's error");
+        assert_eq!(err.to_string(), original.to_string());
+        // And back into tsm-nn's error: the same message.
+        let back = crate::Error::from(err.clone());
+        assert_eq!(back.to_string(), err.to_string());
     }
 }

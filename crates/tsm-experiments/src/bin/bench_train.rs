@@ -17,11 +17,11 @@ use std::time::Instant;
 
 use anyhow::Result;
 use clap::Parser;
+use tsm_core::sampler::SamplerConfig;
 use tsm_experiments::training::tune_cpu;
 use tsm_nn::candle::Device;
 use tsm_nn::engine::EngineKind;
 use tsm_nn::loss::{LossConfig, WeightingName};
-use tsm_nn::sampler::{euler_maruyama, SamplerConfig};
 use tsm_nn::score::ModelScore;
 use tsm_nn::{TrainConfig, Trainer};
 
@@ -193,7 +193,7 @@ fn main() -> Result<()> {
     };
     let mut rng = tsm_core::rng::stream(0, 0);
     let start = Instant::now();
-    let x = euler_maruyama(&mut score, &cfg_schedule(), &cfg, n, &mut rng)?;
+    let x = cfg.sample(&mut score, &cfg_schedule(), n, &mut rng)?;
     let secs = start.elapsed().as_secs_f64();
     println!(
         "sampler (EM, network): {n} points × {steps} steps in {secs:.2} s = {:.2e} point-steps/s",

@@ -26,6 +26,7 @@
 use anyhow::Result;
 use clap::Parser;
 use serde::Serialize;
+use tsm_core::sampler::SamplerConfig;
 use tsm_core::schedule::Schedule;
 use tsm_core::target::{Sample, Score};
 use tsm_experiments::output::RunTimer;
@@ -36,7 +37,6 @@ use tsm_nn::candle::{Device, Tensor};
 use tsm_nn::engine::EngineKind;
 use tsm_nn::loss::{Batch, LossConfig, WeightingName};
 use tsm_nn::mmd::{median_bandwidth, mmd2_unbiased};
-use tsm_nn::sampler::{euler_maruyama, SamplerConfig};
 use tsm_nn::score::ModelScore;
 use tsm_nn::{ModelConfig, ScoreModel, TrainConfig, Trainer};
 use tsm_targets::GaussianMixture;
@@ -182,7 +182,9 @@ fn evaluate(
     let ema = trainer.model(true, &Device::Cpu)?;
     let mut score = ModelScore::new(&ema, Some(target), &Device::Cpu);
     let mut rng = tsm_core::rng::stream(seed, u64::MAX - 2);
-    let x = euler_maruyama(&mut score, &schedule, &eval.sampler, eval.n_mmd, &mut rng)?;
+    let x = eval
+        .sampler
+        .sample(&mut score, &schedule, eval.n_mmd, &mut rng)?;
     Ok(Row {
         seed,
         loss: loss.name(),

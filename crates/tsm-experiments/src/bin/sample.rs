@@ -12,13 +12,14 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use tsm_core::sampler::{Sampler, SamplerConfig};
 use tsm_core::target::{Dim, Sample};
+use tsm_experiments::cli::choice;
 use tsm_experiments::init_tracing;
 use tsm_experiments::output::write_atomic;
 use tsm_experiments::plot::save_svg_png;
-use tsm_experiments::training::{tune_cpu, DeviceArg, SamplerArg, SamplesPlot};
+use tsm_experiments::training::{tune_cpu, DeviceArg, SamplesPlot};
 use tsm_nn::checkpoint;
-use tsm_nn::sampler::{sample_by_name, SamplerConfig};
 use tsm_nn::score::ModelScore;
 
 /// Sample from a trained checkpoint and plot the samples against the target density.
@@ -28,9 +29,10 @@ struct Args {
     /// Checkpoint folder (written by `train --out DIR`)
     #[arg(long, value_name = "DIR")]
     checkpoint: PathBuf,
-    /// Sampler
-    #[arg(long, value_enum, default_value_t = SamplerArg::Em)]
-    sampler: SamplerArg,
+    /// Sampler: em (reverse SDE), heun (probability-flow ODE), pc (predictor–corrector;
+    /// pc=R or pc=R,K for Langevin signal-to-noise ratio R and K corrector steps)
+    #[arg(long, value_parser = choice::<Sampler>(), default_value = "em")]
+    sampler: Sampler,
     /// Number of sampler steps (uniform in log σ_t/α_t)
     #[arg(long, default_value_t = 200)]
     steps: usize,
@@ -67,6 +69,7 @@ fn main() -> Result<()> {
     let model = tsm_nn::train::model_from_named(&cfg.model, weights, &device)?;
     let schedule = cfg.model.schedule()?;
     let scfg = SamplerConfig {
+        sampler: args.sampler,
         steps: args.steps,
         data_variance: target.variance_per_dim(),
         ..SamplerConfig::default()
@@ -74,14 +77,7 @@ fn main() -> Result<()> {
     let mut score = ModelScore::new(&model, Some(&target), &device);
     let mut rng = tsm_core::rng::stream(args.seed, 0);
     let start = std::time::Instant::now();
-    let x = sample_by_name(
-        args.sampler.name(),
-        &mut score,
-        &schedule,
-        &scfg,
-        args.n,
-        &mut rng,
-    )?;
+    let x = scfg.sample(&mut score, &schedule, args.n, &mut rng)?;
     let seconds = start.elapsed().as_secs_f64();
     let d = Dim::dim(&target);
     // CSV.
@@ -125,7 +121,7 @@ fn main() -> Result<()> {
             "{} — {} ({} {} steps, step {})",
             cfg.target,
             cfg.loss.kind.name(),
-            args.sampler.name(),
+            args.sampler,
             args.steps,
             record.step
         ),
