@@ -346,24 +346,6 @@ impl AnySchedule {
         Self::Ve(Ve::standard()),
     ];
 
-    /// The bare names of [`AnySchedule::ALL`].
-    ///
-    /// Transitional (hidden): the [`Choice`] list is `<AnySchedule as Choice>::NAMES`; iterate
-    /// over [`AnySchedule::ALL`] instead. Remove once no caller uses it.
-    #[doc(hidden)]
-    pub const NAMES: [&'static str; 3] = ["cosine", "linear_vp", "ve"];
-
-    /// Same as `name.parse()` ([`FromStr`]).
-    ///
-    /// Transitional (hidden): remove once no caller uses it.
-    ///
-    /// # Errors
-    /// As [`FromStr`].
-    #[doc(hidden)]
-    pub fn by_name(name: &str) -> Result<Self> {
-        name.parse()
-    }
-
     fn inner(&self) -> &dyn Schedule {
         match self {
             Self::Cosine(s) => s,

@@ -1,16 +1,17 @@
 //! Output folders and files: every figure writes `<name>.csv`, `.svg`, `.png` and a
-//! `<name>.json` run record (parameters, seed, crate version, wall time) — SPEC §5.
+//! `<name>.json` run record (parameters, seed, crate version, wall time), as
+//! `docs/conventions.md` describes.
 //!
-//! Files are written to a temporary sibling and renamed into place, so an interrupted run
-//! never leaves a half-written file under the final name.
+//! Files are written with [`tsm_nn::io::write_atomic`] (a temporary sibling, fsync, rename),
+//! so an interrupted run never leaves a half-written file under the final name.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
+use tsm_nn::io::write_atomic;
 
 /// A validated, writable output folder.
 #[derive(Debug, Clone)]
@@ -70,23 +71,6 @@ impl OutputDir {
         write_atomic(&path, &bytes)?;
         Ok(path)
     }
-}
-
-/// Writes `bytes` to `path` through a temporary file in the same folder and a rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!(
-        "{}.tmp",
-        path.extension().and_then(|e| e.to_str()).unwrap_or("")
-    ));
-    {
-        let mut file =
-            fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-    }
-    fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
-    Ok(())
 }
 
 /// The JSON record written beside every figure.

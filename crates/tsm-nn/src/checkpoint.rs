@@ -17,23 +17,31 @@
 //!
 //! Loading checks the JSON, the tensor file's length and hash, and every tensor's name and
 //! shape; anything wrong is an [`Error::Checkpoint`], never a panic.
+//!
+//! ## Format versions
+//! - 2: the configuration is self-contained ([`crate::config`]): the loss records its
+//!   resolved identity by name (`"identity": "kappa_bar=0.25"`), its weighting and
+//!   `σ_data²`; the model its parameterisation (`"preconditioned=8.25"`) and schedule
+//!   (`"cosine"`) by name.
+//! - 1: the loss kind and the variances were not recorded. This build does not read it (a
+//!   one-line error says so); retrain, or load it with the build that wrote it.
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use candle::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::config::TrainConfig;
 use crate::engine::NamedState;
-use crate::train::TrainConfig;
+use crate::io::write_atomic;
 use crate::{Error, Result};
 
 /// The JSON file that commits a checkpoint.
 pub const RECORD_FILE: &str = "checkpoint.json";
-/// Version of the format.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version of the format (see the [module docs](self#format-versions)).
+pub const FORMAT_VERSION: u32 = 2;
 
 /// The JSON record of a checkpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -69,23 +77,6 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
         path: path.to_owned(),
         source,
     }
-}
-
-/// Writes `bytes` to `path` atomically (temporary sibling, fsync, rename).
-///
-/// # Errors
-/// [`Error::Io`].
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_file_name(format!(
-        ".{}.tmp",
-        path.file_name().and_then(|s| s.to_str()).unwrap_or("file")
-    ));
-    {
-        let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(bytes).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-    }
-    fs::rename(&tmp, path).map_err(io(path))
 }
 
 /// Saves `state` at `step` into folder `dir` (created if needed); returns the JSON's path.
@@ -149,18 +140,26 @@ pub fn read_record(dir: &Path) -> Result<CheckpointRecord> {
     let path = dir.join(RECORD_FILE);
     let text =
         fs::read(&path).map_err(|e| Error::checkpoint(&path, format!("cannot read: {e}")))?;
-    let record: CheckpointRecord = serde_json::from_slice(&text)
+    // The version first, so that an older record is named as such rather than reported as
+    // a field it lacks.
+    #[derive(Deserialize)]
+    struct Version {
+        format: u32,
+    }
+    let version: Version = serde_json::from_slice(&text)
         .map_err(|e| Error::checkpoint(&path, format!("not a valid checkpoint record: {e}")))?;
-    if record.format != FORMAT_VERSION {
+    if version.format != FORMAT_VERSION {
         return Err(Error::checkpoint(
             &path,
             format!(
-                "format {} (this build reads {FORMAT_VERSION})",
-                record.format
+                "format {} is not readable by this build, which reads format {FORMAT_VERSION} \
+                 (retrain, or use the tsm build that wrote it)",
+                version.format
             ),
         ));
     }
-    Ok(record)
+    serde_json::from_slice(&text)
+        .map_err(|e| Error::checkpoint(&path, format!("not a valid checkpoint record: {e}")))
 }
 
 /// Loads the checkpoint in `dir`: its record and its state (on the CPU).

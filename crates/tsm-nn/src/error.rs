@@ -39,6 +39,14 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A target whose dimension is not the model's.
+    #[error("the target has dimension {target}, the model {model}")]
+    TargetDimension {
+        /// The model's dimension (`MlpConfig::dim`).
+        model: usize,
+        /// The target's dimension.
+        target: usize,
+    },
     /// A configuration that does not fit (a checkpoint for another network, a bad flag value).
     #[error("configuration mismatch: {what}")]
     Config {

@@ -8,22 +8,26 @@
 //! - [`precond`]: output parameterisations — plain score, ε-prediction, the TSM-scaled model of
 //!   Cor. 2.4 and App. D's preconditioning;
 //! - [`loss`]: DSM, TSM, `κ`, `κ̄` and fixed-`w` regression losses with the four weightings;
-//! - [`engine`], [`optim`], [`train`], [`checkpoint`]: Adam + EMA training with atomic,
-//!   resumable checkpoints; a generic candle engine and a fast hand-written CPU engine;
+//! - [`config`], [`engine`], [`optim`], [`train`], [`checkpoint`]: Adam + EMA training from a
+//!   self-contained configuration, with atomic, resumable checkpoints ([`io`]); a generic
+//!   candle engine and a fast hand-written CPU engine;
 //! - [`score`]: a trained model as a `tsm_core::sampler::NoisedScore`, for the samplers of
 //!   `tsm-core` (reverse-SDE Euler–Maruyama, probability-flow Heun, predictor–corrector);
 //! - [`mmd`]: the unbiased RBF-kernel MMD²;
-//! - [`device`]: `cpu` / `cuda` / `metal` by name.
+//! - [`DeviceKind`]: `cpu` / `cuda` / `metal` by name.
 //!
 //! **Architecture invariant:** depends on `tsm-core` and `tsm-targets`, never the reverse.
 #![deny(missing_docs)]
 #![warn(clippy::unwrap_used)]
 
 pub mod checkpoint;
+mod choice_serde;
+pub mod config;
 mod device;
 pub mod embedding;
 pub mod engine;
 mod error;
+pub mod io;
 pub mod kernels;
 pub mod loss;
 pub mod mmd;
@@ -35,8 +39,9 @@ pub mod train;
 
 /// candle-core, re-exported so that users need not depend on it to build tensors.
 pub use candle;
-pub use device::{device, DEVICE_NAMES};
+pub use config::TrainConfig;
+pub use device::DeviceKind;
 pub use error::{Error, Result};
 pub use network::{MlpConfig, ModelConfig, ScoreModel};
 pub use precond::Parameterisation;
-pub use train::{TrainConfig, Trainer};
+pub use train::{Trainer, TrainerOptions};

@@ -10,7 +10,7 @@
 //! `n` triples `(tᵢ, x_0ⁱ, εᵢ)`, `x_tⁱ = α x_0ⁱ + σ εᵢ`, is `(1/n) Σᵢ λ_{tᵢ} ‖sᵢ − Lᵢ‖²`.
 //!
 //! ## Time range
-//! The default range is `[10⁻³, 1 − 10⁻³]` (SPEC §3): `L_DSI` has variance `∝ 1/σ_t²`, which
+//! The default range is `[10⁻³, 1 − 10⁻³]` (`docs/conventions.md`): `L_DSI` has variance `∝ 1/σ_t²`, which
 //! blows up at `t = 0`, and `L_TSI` has `1/α_t`, which blows up at `t = 1` for the cosine and
 //! VP schedules; the trimmed range keeps both finite (and the "original" weighting
 //! `1/σ_t²` integrable) while comparing all losses on the same interval. `κ`, `κ̄` and
@@ -25,6 +25,13 @@
 //! # References
 //! [^1]: De Bortoli et al. (2024), *Target Score Matching*, §4.1, eqs. 2, 8, 19.
 
+//! ## Resolved configuration
+//! A [`LossConfig`] holds every number the loss uses: the identity with its variance filled
+//! in (`κ` needs `σ_data²`, `κ̄` needs `σ_mode²`), the weighting and the `σ_data²` it is
+//! normalised with, and the time range. Build it from the target's [`TargetVariances`]
+//! ([`LossConfig::new`], or [`LossConfig::for_mixture`] for a Gaussian mixture), so that the
+//! checkpoint that records it records the whole loss.
+
 use candle::Tensor;
 use rand::Rng;
 use rand_distr::StandardNormal;
@@ -33,135 +40,146 @@ use tsm_core::identity::ScoreIdentity;
 use tsm_core::schedule::{AnySchedule, Schedule};
 use tsm_core::target::{Dim, Sample, Score};
 use tsm_core::weighting::{NormalisedWeighting, TimeRange, Weighting};
+use tsm_targets::GaussianMixture;
 
 use crate::network::{Conditioning, ModelConfig};
 use crate::{Error, Result};
 
-/// Which regression target (paper §4.1 names).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum LossKind {
-    /// DSM: `L_DSI = −(x_t − α_t x_0)/σ_t²` (eq. 2).
-    Dsm,
-    /// TSM: `L_TSI = α_t⁻¹ ∇log p_0(x_0)` (eq. 8).
-    Tsm,
-    /// The mixture with `κ_t = σ_t²/(σ_t² + α_t² σ_data²)`.
-    Kappa,
-    /// The mixture with `κ̄_t = σ_t²/(σ_t² + α_t² σ_mode²)`.
-    KappaBar,
-    /// A fixed mixture `w L_DSI + (1 − w) L_TSI`.
-    Fixed {
-        /// `w ∈ [0, 1]`.
-        w: f64,
-    },
+/// The two variances of a target that the losses and parameterisations use: `σ_data²`, its
+/// variance per dimension (for `κ`, the weightings and App. D's preconditioning), and
+/// `σ_mode²`, the mixture-weighted variance of its modes (for `κ̄`; only a mixture has one).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TargetVariances {
+    sigma_data_sq: f64,
+    sigma_mode_sq: Option<f64>,
 }
 
-impl LossKind {
-    /// The names [`LossKind::by_name`] accepts (`fixed:W` for a fixed weight).
-    pub const NAMES: [&'static str; 5] = ["dsm", "tsm", "kappa", "kappa_bar", "fixed:W"];
-
-    /// Parses `dsm`, `tsm`, `kappa`, `kappa_bar` or `fixed:0.3`.
+impl TargetVariances {
+    /// The variances of a target that is not a mixture, or whose `σ_mode²` is chosen by the
+    /// user (`κ̄` then needs `kappa_bar=V`).
     ///
     /// # Errors
-    /// [`Error::Config`] listing the valid names.
-    pub fn by_name(name: &str) -> Result<Self> {
-        match name {
-            "dsm" => Ok(Self::Dsm),
-            "tsm" => Ok(Self::Tsm),
-            "kappa" => Ok(Self::Kappa),
-            "kappa_bar" => Ok(Self::KappaBar),
-            _ => match name.strip_prefix("fixed:").map(str::parse::<f64>) {
-                Some(Ok(w)) if (0.0..=1.0).contains(&w) => Ok(Self::Fixed { w }),
-                _ => Err(Error::config(format!(
-                    "unknown loss `{name}`; valid: {}",
-                    Self::NAMES.join(", ")
-                ))),
-            },
+    /// [`tsm_core::Error::NonPositive`] for a variance that is not finite and positive;
+    /// [`tsm_core::Error::Unordered`] for `σ_mode² > σ_data²`, which no target has (by the law
+    /// of total variance, `σ_data² = σ_mode² + Σ πᵢ ‖μᵢ − μ‖²/d`): the two were swapped.
+    pub fn new(sigma_data_sq: f64, sigma_mode_sq: Option<f64>) -> Result<Self> {
+        let positive = |name, value: f64| {
+            if value.is_finite() && value > 0.0 {
+                Ok(value)
+            } else {
+                Err(tsm_core::Error::NonPositive { name, value })
+            }
+        };
+        positive("sigma_data_sq", sigma_data_sq)?;
+        if let Some(m) = sigma_mode_sq {
+            positive("sigma_mode_sq", m)?;
+            // A relative slack of a few roundings: the two are computed by different sums.
+            if m > sigma_data_sq * (1.0 + 1e-12) {
+                return Err(tsm_core::Error::Unordered {
+                    low: "sigma_mode_sq",
+                    low_value: m,
+                    high: "sigma_data_sq",
+                    high_value: sigma_data_sq,
+                }
+                .into());
+            }
         }
+        Ok(Self {
+            sigma_data_sq,
+            sigma_mode_sq,
+        })
     }
 
-    /// Short name (`dsm`, `tsm`, `kappa`, `kappa_bar`, `fixed`).
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::Dsm => "dsm",
-            Self::Tsm => "tsm",
-            Self::Kappa => "kappa",
-            Self::KappaBar => "kappa_bar",
-            Self::Fixed { .. } => "fixed",
-        }
+    /// A Gaussian mixture's `σ_data²` ([`GaussianMixture::variance_per_dim`]) and `σ_mode²`
+    /// ([`GaussianMixture::mode_variance`]).
+    ///
+    /// # Errors
+    /// As [`TargetVariances::new`] (not for a valid mixture).
+    pub fn of_mixture(target: &GaussianMixture) -> Result<Self> {
+        Self::new(target.variance_per_dim(), Some(target.mode_variance()))
     }
 
-    /// The tsm-core identity, given the target's `σ_data²` and `σ_mode²`.
-    pub fn identity(&self, sigma_data_sq: f64, sigma_mode_sq: f64) -> ScoreIdentity {
-        match *self {
-            Self::Dsm => ScoreIdentity::Dsi,
-            Self::Tsm => ScoreIdentity::Tsi,
-            Self::Kappa => ScoreIdentity::kappa(sigma_data_sq),
-            Self::KappaBar => ScoreIdentity::kappa_bar(sigma_mode_sq),
-            Self::Fixed { w } => ScoreIdentity::Mixture { weight: w },
-        }
+    /// `σ_data²`.
+    pub fn sigma_data_sq(&self) -> f64 {
+        self.sigma_data_sq
+    }
+
+    /// `σ_mode²`, if the target has one.
+    pub fn sigma_mode_sq(&self) -> Option<f64> {
+        self.sigma_mode_sq
     }
 }
 
-/// A loss: target, weighting and time range.
+/// A loss: regression target, weighting, the `σ_data²` the weighting uses, and the time
+/// range — every number resolved (see the [module docs](self#resolved-configuration)).
+///
+/// Serialised (in checkpoints) with the identity and the weighting by name:
+/// `{"identity": "kappa_bar=0.25", "weighting": "uniform", "sigma_data_sq": 16.25, …}`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LossConfig {
-    /// The regression target.
-    pub kind: LossKind,
-    /// The weighting's name (`original`, `dsm_optimal`, `tsm_optimal`, `uniform`).
-    pub weighting: WeightingName,
+    /// The regression target, with its variance filled in
+    /// ([`ScoreIdentity::resolve`]).
+    pub identity: ScoreIdentity,
+    /// The time weighting `λ_t`, normalised over the range.
+    pub weighting: Weighting,
+    /// The target's `σ_data²`, for the weighting.
+    pub sigma_data_sq: f64,
     /// `t_min` of `t ~ U[t_min, t_max]`.
     pub t_min: f64,
     /// `t_max`.
     pub t_max: f64,
 }
 
-/// A serialisable [`Weighting`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WeightingName {
-    /// `1/σ_t²`.
-    Original,
-    /// Karras: `σ_t²(σ_t² + σ_data²)/σ_data²`.
-    DsmOptimal,
-    /// App. D: `α_t²σ_data²(σ_t² + α_t²σ_data²)/σ_t²`.
-    TsmOptimal,
-    /// `1`.
-    Uniform,
-}
-
-impl From<WeightingName> for Weighting {
-    fn from(w: WeightingName) -> Self {
-        match w {
-            WeightingName::Original => Weighting::Original,
-            WeightingName::DsmOptimal => Weighting::DsmOptimal,
-            WeightingName::TsmOptimal => Weighting::TsmOptimal,
-            WeightingName::Uniform => Weighting::Uniform,
-        }
+impl LossConfig {
+    /// The loss `identity` with `weighting` for a target with `variances`, on the trimmed
+    /// range `[10⁻³, 1 − 10⁻³]` ([`TimeRange::trimmed`]; change it with
+    /// [`LossConfig::with_range`]).
+    ///
+    /// # Errors
+    /// As [`ScoreIdentity::resolve`]: `κ̄` without a number for a target without `σ_mode²`.
+    pub fn new(
+        identity: ScoreIdentity,
+        weighting: Weighting,
+        variances: &TargetVariances,
+    ) -> Result<Self> {
+        let range = TimeRange::trimmed();
+        Ok(Self {
+            identity: identity.resolve(variances.sigma_data_sq, variances.sigma_mode_sq)?,
+            weighting,
+            sigma_data_sq: variances.sigma_data_sq,
+            t_min: range.t_min(),
+            t_max: range.t_max(),
+        })
     }
-}
 
-impl From<Weighting> for WeightingName {
-    fn from(w: Weighting) -> Self {
-        match w {
-            Weighting::Original => Self::Original,
-            Weighting::DsmOptimal => Self::DsmOptimal,
-            Weighting::TsmOptimal => Self::TsmOptimal,
-            Weighting::Uniform => Self::Uniform,
-        }
+    /// [`LossConfig::new`] with a Gaussian mixture's variances
+    /// ([`TargetVariances::of_mixture`]).
+    ///
+    /// # Errors
+    /// As [`LossConfig::new`].
+    pub fn for_mixture(
+        identity: ScoreIdentity,
+        weighting: Weighting,
+        target: &GaussianMixture,
+    ) -> Result<Self> {
+        Self::new(identity, weighting, &TargetVariances::of_mixture(target)?)
     }
-}
 
-impl Default for LossConfig {
-    /// DSM, uniform weighting, `[10⁻³, 1 − 10⁻³]`.
-    fn default() -> Self {
-        let r = TimeRange::trimmed();
+    /// The same loss on another time range.
+    pub fn with_range(self, range: TimeRange) -> Self {
         Self {
-            kind: LossKind::Dsm,
-            weighting: WeightingName::Uniform,
-            t_min: r.t_min(),
-            t_max: r.t_max(),
+            t_min: range.t_min(),
+            t_max: range.t_max(),
+            ..self
         }
+    }
+
+    /// The time range.
+    ///
+    /// # Errors
+    /// [`tsm_core::Error::InvalidTimeRange`] unless `0 ≤ t_min < t_max ≤ 1`.
+    pub fn range(&self) -> Result<TimeRange> {
+        Ok(TimeRange::new(self.t_min, self.t_max)?)
     }
 }
 
@@ -196,33 +214,29 @@ pub struct BatchSampler<'a, T> {
 }
 
 impl<'a, T: Score + Sample> BatchSampler<'a, T> {
-    /// A sampler for `target` with variances `σ_data²` and `σ_mode²` (for κ, κ̄ and the
-    /// weightings).
+    /// A sampler of batches from `target` for the (resolved) `loss` and `model`.
     ///
     /// # Errors
-    /// A bad time range, variance or schedule name; a target of another dimension.
-    pub fn new(
-        target: &'a T,
-        sigma_data_sq: f64,
-        sigma_mode_sq: f64,
-        loss: &LossConfig,
-        model: &ModelConfig,
-    ) -> Result<Self> {
-        let schedule = model.schedule()?;
-        let range = TimeRange::new(loss.t_min, loss.t_max)?;
-        let identity = loss.kind.identity(sigma_data_sq, sigma_mode_sq);
-        // Reject an identity undefined somewhere on the range (e.g. DSM from t = 0) now.
+    /// - [`Error::TargetDimension`] for a target whose dimension is not the model's;
+    /// - a bad time range or `σ_data²`, an identity undefined somewhere on the range (DSM
+    ///   from `t = 0`), an unresolved identity or parameterisation (through [`Error::Core`]).
+    pub fn new(target: &'a T, loss: &LossConfig, model: &ModelConfig) -> Result<Self> {
+        if Dim::dim(target) != model.mlp.dim {
+            return Err(Error::TargetDimension {
+                model: model.mlp.dim,
+                target: Dim::dim(target),
+            });
+        }
+        model.validate()?;
+        let schedule = model.schedule;
+        let range = loss.range()?;
+        let identity = loss.identity;
+        // Reject an identity undefined somewhere on the range (e.g. DSM from t = 0), or
+        // unresolved, now.
         identity.coefficients(&schedule, range.t_min())?;
         identity.coefficients(&schedule, range.t_max())?;
         let weighting =
-            NormalisedWeighting::new(loss.weighting.into(), schedule, sigma_data_sq, range)?;
-        if Dim::dim(target) != model.mlp.dim || Dim::dim(target) != model.mlp.dim {
-            return Err(Error::config(format!(
-                "target of dimension {} for a model of dimension {}",
-                Dim::dim(target),
-                model.mlp.dim
-            )));
-        }
+            NormalisedWeighting::new(loss.weighting, schedule, loss.sigma_data_sq, range)?;
         Ok(Self {
             target,
             schedule,
@@ -297,7 +311,7 @@ impl<'a, T: Score + Sample> BatchSampler<'a, T> {
             &self.model.parameterisation,
             &self.schedule,
             &t,
-        );
+        )?;
         Ok(Batch {
             n,
             d,
@@ -339,24 +353,20 @@ mod tests {
     use super::*;
     use tsm_targets::named;
 
+    fn dsm(target: &GaussianMixture) -> LossConfig {
+        LossConfig::for_mixture(ScoreIdentity::Dsi, Weighting::Uniform, target).expect("loss")
+    }
+
     #[test]
     fn dsm_target_is_minus_eps_over_sigma() {
         // For DSM, L = (α x0 − x_t)/σ² = −ε/σ; check E over a batch: L σ + ... via identity.
         let target = named::eight_modes();
         let model = ModelConfig::default();
-        let loss = LossConfig::default();
-        let s = BatchSampler::new(
-            &target,
-            target.variance_per_dim(),
-            target.mode_variance(),
-            &loss,
-            &model,
-        )
-        .expect("sampler");
+        let s = BatchSampler::new(&target, &dsm(&target), &model).expect("sampler");
         let mut rng = tsm_core::rng::stream(1, 0);
         let b = s.sample(&mut rng, 2000, None).expect("batch");
         // (σ L)² averaged is E ε² = 1 per coordinate; standard error √(2/4000) ≈ 0.022.
-        let sched = model.schedule().expect("schedule");
+        let sched = model.schedule;
         let mut m = 0.0;
         for i in 0..b.n {
             let sg = sched.sigma(b.cond.t[i]);
@@ -381,11 +391,56 @@ mod tests {
         };
         let loss = LossConfig {
             t_min: 0.0,
-            ..LossConfig::default()
+            ..dsm(&target)
         };
-        assert!(BatchSampler::new(&target, 1.0, 1.0, &loss, &model).is_err());
-        assert!(LossKind::by_name("fixed:0.3").is_ok());
-        assert!(LossKind::by_name("fixed:3").is_err());
-        assert!(LossKind::by_name("hsm").is_err());
+        assert!(BatchSampler::new(&target, &loss, &model).is_err());
+        assert!(BatchSampler::new(&target, &dsm(&target), &model).is_ok());
+    }
+
+    #[test]
+    fn the_config_is_resolved_from_the_target() {
+        let target = named::hard_mixture_diff_var();
+        let v = TargetVariances::of_mixture(&target).expect("variances");
+        assert_eq!(v.sigma_data_sq(), target.variance_per_dim());
+        assert_eq!(v.sigma_mode_sq(), Some(target.mode_variance()));
+        let kappa_bar = "kappa_bar".parse().expect("parse");
+        let loss = LossConfig::new(kappa_bar, Weighting::TsmOptimal, &v).expect("loss");
+        assert_eq!(
+            loss.identity,
+            ScoreIdentity::kappa_bar(target.mode_variance())
+        );
+        assert_eq!(loss.sigma_data_sq, target.variance_per_dim());
+        // A target without σ_mode²: κ̄ needs the user's number.
+        let no_mode = TargetVariances::new(1.0, None).expect("variances");
+        let err = LossConfig::new(kappa_bar, Weighting::Uniform, &no_mode).unwrap_err();
+        assert!(err.to_string().contains("kappa_bar=V"), "{err}");
+        let given = LossConfig::new(ScoreIdentity::kappa_bar(0.3), Weighting::Uniform, &no_mode)
+            .expect("given");
+        assert_eq!(given.identity, ScoreIdentity::kappa_bar(0.3));
+    }
+
+    #[test]
+    fn swapped_or_bad_variances_are_rejected() {
+        let target = named::eight_modes();
+        let (v, vm) = (target.variance_per_dim(), target.mode_variance());
+        assert!(vm < v);
+        assert!(matches!(
+            TargetVariances::new(vm, Some(v)),
+            Err(Error::Core(tsm_core::Error::Unordered { .. }))
+        ));
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            assert!(TargetVariances::new(bad, None).is_err(), "{bad}");
+            assert!(TargetVariances::new(1.0, Some(bad)).is_err(), "{bad}");
+        }
+        // A single Gaussian: σ_mode² = σ_data² exactly.
+        let g = named::unit_gaussian();
+        assert!(TargetVariances::of_mixture(&g).is_ok());
+        // A loss with a bad σ_data² does not build a sampler.
+        let model = ModelConfig::default();
+        let loss = LossConfig {
+            sigma_data_sq: -1.0,
+            ..dsm(&target)
+        };
+        assert!(BatchSampler::new(&target, &loss, &model).is_err());
     }
 }

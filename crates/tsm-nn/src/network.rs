@@ -1,4 +1,4 @@
-//! The score network of paper `001` §4.2: an MLP on `[c_in x, emb(t)]` with SiLU activations,
+//! The score network of De Bortoli et al. (2024), §4.2: an MLP on `[c_in x, emb(t)]` with SiLU activations,
 //! wrapped by an output [`Parameterisation`].
 //!
 //! ```text
@@ -115,33 +115,51 @@ impl MlpConfig {
 }
 
 /// Everything that defines a score model: sizes, output parameterisation and schedule.
+///
+/// A model is built only from a resolved configuration: a `preconditioned` parameterisation
+/// must carry its `σ_data²` ([`ModelConfig::resolve`]), so that a checkpoint records every
+/// number the model uses.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
     /// The MLP.
     pub mlp: MlpConfig,
     /// How the output becomes a score.
     pub parameterisation: Parameterisation,
-    /// The schedule's name (`cosine`, `linear_vp`, `ve`; standard parameters).
-    pub schedule: String,
+    /// The noising schedule (serialised by name, e.g. `cosine`, `linear_vp`).
+    pub schedule: AnySchedule,
 }
 
 impl Default for ModelConfig {
+    /// The paper's MLP in 2-D, the plain score output, the cosine schedule.
     fn default() -> Self {
         Self {
             mlp: MlpConfig::default(),
             parameterisation: Parameterisation::Score,
-            schedule: "cosine".to_owned(),
+            schedule: AnySchedule::default(),
         }
     }
 }
 
 impl ModelConfig {
-    /// The schedule, resolved by name.
+    /// Fills in a parameterisation's `σ_data²` left to the target
+    /// ([`Parameterisation::resolve`]).
     ///
     /// # Errors
-    /// An unknown schedule name.
-    pub fn schedule(&self) -> Result<AnySchedule> {
-        Ok(AnySchedule::by_name(&self.schedule)?)
+    /// A `σ_data²` that is not finite and positive.
+    pub fn resolve(mut self, sigma_data_sq: f64) -> Result<Self> {
+        self.parameterisation = self.parameterisation.resolve(sigma_data_sq)?;
+        Ok(self)
+    }
+
+    /// Checks the sizes and that the parameterisation is resolved.
+    ///
+    /// # Errors
+    /// As [`MlpConfig::validate`]; [`tsm_core::Error::Unresolved`] (through
+    /// [`Error::Core`]) for an unresolved or invalid parameterisation.
+    pub fn validate(&self) -> Result<()> {
+        self.mlp.validate()?;
+        self.parameterisation.coefficients(&self.schedule, 0.5)?;
+        Ok(())
     }
 }
 
@@ -202,12 +220,15 @@ pub struct Conditioning {
 
 impl Conditioning {
     /// The conditioning of the times `t` for a model.
+    ///
+    /// # Errors
+    /// An unresolved parameterisation ([`Parameterisation::coefficients`]).
     pub fn new(
         cfg: &MlpConfig,
         param: &Parameterisation,
         schedule: &AnySchedule,
         t: &[f64],
-    ) -> Self {
+    ) -> Result<Self> {
         let half = cfg.embedding_dim / 2;
         let freqs = embedding::frequencies(half);
         let mut emb = vec![0.0f32; t.len() * cfg.embedding_dim];
@@ -220,20 +241,20 @@ impl Conditioning {
             Vec::with_capacity(n),
         );
         for &ti in t {
-            let c = param.coefficients(schedule, ti);
+            let c = param.coefficients(schedule, ti)?;
             c_in.push(c.c_in as f32);
             c_out.push(c.c_out as f32);
             c_skip.push(c.c_skip as f32);
             c_score.push(c.c_score as f32);
         }
-        Self {
+        Ok(Self {
             t: t.to_vec(),
             emb,
             c_in,
             c_out,
             c_skip,
             c_score,
-        }
+        })
     }
 }
 
@@ -249,11 +270,13 @@ impl ScoreModel {
     /// Builds the model from `vb`.
     ///
     /// # Errors
-    /// Bad sizes, an unknown schedule, or a `VarBuilder` without the parameters.
+    /// Bad sizes, an unresolved parameterisation ([`ModelConfig::validate`]), or a
+    /// `VarBuilder` without the parameters.
     pub fn new(cfg: &ModelConfig, vb: VarBuilder<'_>) -> Result<Self> {
+        cfg.validate()?;
         Ok(Self {
             cfg: cfg.clone(),
-            schedule: cfg.schedule()?,
+            schedule: cfg.schedule,
             mlp: Mlp::new(&cfg.mlp, vb)?,
         })
     }
@@ -290,7 +313,10 @@ impl ScoreModel {
     }
 
     /// The host-side conditioning for times `t`.
-    pub fn conditioning(&self, t: &[f64]) -> Conditioning {
+    ///
+    /// # Errors
+    /// None in practice: the parameterisation was checked by [`ScoreModel::new`].
+    pub fn conditioning(&self, t: &[f64]) -> Result<Conditioning> {
         Conditioning::new(&self.cfg.mlp, &self.cfg.parameterisation, &self.schedule, t)
     }
 
@@ -300,7 +326,7 @@ impl ScoreModel {
     /// # Errors
     /// Shape mismatches, or a missing `score0` when the parameterisation needs it.
     pub fn forward(&self, x: &Tensor, t: &[f64], score0: Option<&Tensor>) -> Result<Tensor> {
-        let cond = self.conditioning(t);
+        let cond = self.conditioning(t)?;
         self.forward_with(x, &cond, score0)
     }
 
@@ -417,5 +443,25 @@ mod tests {
             .expect("v");
         let alpha = model.schedule().alpha(0.5) as f32;
         assert!((diff[0] - 1.0 / alpha).abs() < 1e-5 && (diff[1] + 2.0 / alpha).abs() < 1e-5);
+    }
+
+    #[test]
+    fn an_unresolved_preconditioning_cannot_build_a_model() {
+        let cfg = ModelConfig {
+            parameterisation: Parameterisation::Preconditioned {
+                sigma_data_sq: None,
+            },
+            ..ModelConfig::default()
+        };
+        assert!(matches!(
+            ScoreModel::init(&cfg, 0, &Device::Cpu),
+            Err(Error::Core(tsm_core::Error::Unresolved { .. }))
+        ));
+        let resolved = cfg.resolve(0.5).expect("resolve");
+        assert_eq!(
+            resolved.parameterisation,
+            Parameterisation::preconditioned(0.5)
+        );
+        assert!(ScoreModel::init(&resolved, 0, &Device::Cpu).is_ok());
     }
 }

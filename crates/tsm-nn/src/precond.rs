@@ -9,7 +9,7 @@
 //! | [`Parameterisation`] | `c_in` | `c_out` | `c_skip` | `c_score` |
 //! |---|---|---|---|---|
 //! | `Score` (plain) | 1 | 1 | 0 | 0 |
-//! | `Epsilon` (`s = −ε_θ/σ_t`, Ho et al.; paper `003` §7) | 1 | `−1/σ_t` | 0 | 0 |
+//! | `Epsilon` (`s = −ε_θ/σ_t`, Ho et al. 2020) | 1 | `−1/σ_t` | 0 | 0 |
 //! | `TargetScaled` (Cor. 2.4: `s = α_t⁻¹ ∇log p_0(x) + ε_θ(x)`) | 1 | 1 | 0 | `1/α_t` |
 //! | `Preconditioned` (App. D) | `1/√(σ² + α²v)` | `−σ/(α √v √(σ² + α²v))` | `−1/(σ² + α²v)` | 0 |
 //!
@@ -32,14 +32,29 @@
 //! [^1]: De Bortoli et al. (2024), *Target Score Matching*, Cor. 2.4 and App. D (eq. 27).
 //! [^2]: Karras et al. (2022), *Elucidating the design space…*, App. B.6.
 
-use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+use tsm_core::choice::{split_value, unknown, Choice};
 use tsm_core::schedule::Schedule;
 
-use crate::{Error, Result};
+use crate::Result;
 
 /// How the network output becomes a score (see the [module docs](self)).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+///
+/// As a [`Choice`] it parses from and prints as `score`, `epsilon`, `target_scaled`,
+/// `preconditioned` (`σ_data²` taken from the target by [`Parameterisation::resolve`]) or
+/// `preconditioned=V` (`σ_data² = V`); numbers print in Rust's shortest round-trip form.
+///
+/// ```
+/// use tsm_nn::Parameterisation;
+/// let p: Parameterisation = "preconditioned".parse()?;
+/// assert_eq!(p.resolve(0.25)?, Parameterisation::preconditioned(0.25));
+/// assert_eq!(p.resolve(0.25)?.to_string(), "preconditioned=0.25");
+/// assert!("x0".parse::<Parameterisation>().is_err()); // lists the valid names
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Parameterisation {
     /// `s = F`.
     Score,
@@ -49,33 +64,46 @@ pub enum Parameterisation {
     TargetScaled,
     /// App. D preconditioning with `σ_tar² = sigma_data_sq`.
     Preconditioned {
-        /// `σ_tar²`, the target's variance per dimension.
-        sigma_data_sq: f64,
+        /// `σ_tar²`, the target's variance per dimension; `None`: take it from the target
+        /// ([`Parameterisation::resolve`]).
+        sigma_data_sq: Option<f64>,
     },
 }
 
 impl Parameterisation {
-    /// The names [`Parameterisation::by_name`] accepts.
-    pub const NAMES: [&'static str; 4] = ["score", "epsilon", "target_scaled", "preconditioned"];
-
-    /// Looks a parameterisation up by name; `preconditioned` takes the target's `σ_data²`.
-    ///
-    /// # Errors
-    /// [`Error::Config`] listing the valid names.
-    pub fn by_name(name: &str, sigma_data_sq: f64) -> Result<Self> {
-        match name {
-            "score" => Ok(Self::Score),
-            "epsilon" => Ok(Self::Epsilon),
-            "target_scaled" => Ok(Self::TargetScaled),
-            "preconditioned" => Ok(Self::Preconditioned { sigma_data_sq }),
-            _ => Err(Error::config(format!(
-                "unknown parameterisation `{name}`; valid: {}",
-                Self::NAMES.join(", ")
-            ))),
+    /// App. D preconditioning with a given `σ_data²` (the resolved form of
+    /// `preconditioned=V`).
+    pub const fn preconditioned(sigma_data_sq: f64) -> Self {
+        Self::Preconditioned {
+            sigma_data_sq: Some(sigma_data_sq),
         }
     }
 
-    /// Short name.
+    /// Fills in a `σ_data²` left to the target; every other parameterisation, and a
+    /// preconditioning that already has its number, is returned unchanged.
+    ///
+    /// # Errors
+    /// [`tsm_core::Error::NonPositive`] when the variance filled in is not finite and positive.
+    pub fn resolve(self, sigma_data_sq: f64) -> Result<Self> {
+        Ok(match self {
+            Self::Preconditioned {
+                sigma_data_sq: None,
+            } => Self::preconditioned(positive(sigma_data_sq)?),
+            other => other,
+        })
+    }
+
+    /// Whether every number the parameterisation needs is set.
+    pub fn is_resolved(&self) -> bool {
+        !matches!(
+            self,
+            Self::Preconditioned {
+                sigma_data_sq: None
+            }
+        )
+    }
+
+    /// Short name, without the number.
     pub fn name(&self) -> &'static str {
         match self {
             Self::Score => "score",
@@ -91,9 +119,18 @@ impl Parameterisation {
     }
 
     /// The coefficients at time `t` (see the table in the [module docs](self)).
-    pub fn coefficients(&self, schedule: &(impl Schedule + ?Sized), t: f64) -> OutputCoefficients {
+    ///
+    /// # Errors
+    /// [`tsm_core::Error::Unresolved`] for a preconditioning whose `σ_data²` was left to the
+    /// target and not filled in by [`Parameterisation::resolve`];
+    /// [`tsm_core::Error::NonPositive`] for a bad `σ_data²`.
+    pub fn coefficients(
+        &self,
+        schedule: &(impl Schedule + ?Sized),
+        t: f64,
+    ) -> Result<OutputCoefficients> {
         let (alpha, sigma) = (schedule.alpha(t), schedule.sigma(t));
-        match *self {
+        Ok(match *self {
             Self::Score => OutputCoefficients::IDENTITY,
             Self::Epsilon => OutputCoefficients {
                 c_out: -1.0 / sigma,
@@ -103,15 +140,85 @@ impl Parameterisation {
                 c_score: 1.0 / alpha,
                 ..OutputCoefficients::IDENTITY
             },
-            Self::Preconditioned { sigma_data_sq } => OutputCoefficients {
-                c_in: c_in(alpha, sigma, sigma_data_sq),
-                c_out: c_out(alpha, sigma, sigma_data_sq),
-                c_skip: c_skip(alpha, sigma, sigma_data_sq),
-                c_score: 0.0,
+            Self::Preconditioned { sigma_data_sq } => {
+                let v = positive(sigma_data_sq.ok_or(tsm_core::Error::Unresolved {
+                    name: "preconditioned",
+                    quantity: "σ_data², the target's variance per dimension",
+                    hint: "resolve it from the target (`Parameterisation::resolve`) or give it \
+                           as `preconditioned=V`",
+                })?)?;
+                OutputCoefficients {
+                    c_in: c_in(alpha, sigma, v),
+                    c_out: c_out(alpha, sigma, v),
+                    c_skip: c_skip(alpha, sigma, v),
+                    c_score: 0.0,
+                }
+            }
+        })
+    }
+}
+
+fn positive(v: f64) -> Result<f64> {
+    if v.is_finite() && v > 0.0 {
+        Ok(v)
+    } else {
+        Err(tsm_core::Error::NonPositive {
+            name: "sigma_data_sq",
+            value: v,
+        }
+        .into())
+    }
+}
+
+impl Choice for Parameterisation {
+    const KIND: &'static str = "parameterisation";
+    const NAMES: &'static [&'static str] = &[
+        "score",
+        "epsilon",
+        "target_scaled",
+        "preconditioned",
+        "preconditioned=V",
+    ];
+}
+
+impl FromStr for Parameterisation {
+    type Err = tsm_core::Error;
+
+    /// # Errors
+    /// [`tsm_core::Error::UnknownName`] listing the valid names;
+    /// [`tsm_core::Error::NonPositive`] for `preconditioned=V` with `V` not finite and positive.
+    fn from_str(s: &str) -> Result<Self, tsm_core::Error> {
+        Ok(match split_value::<Self>(s)? {
+            ("score", None) => Self::Score,
+            ("epsilon", None) => Self::Epsilon,
+            ("target_scaled", None) => Self::TargetScaled,
+            ("preconditioned", None) => Self::Preconditioned {
+                sigma_data_sq: None,
             },
+            ("preconditioned", Some(v)) if v.is_finite() && v > 0.0 => Self::preconditioned(v),
+            ("preconditioned", Some(v)) => {
+                return Err(tsm_core::Error::NonPositive {
+                    name: "sigma_data_sq",
+                    value: v,
+                })
+            }
+            _ => return Err(unknown::<Self>(s)),
+        })
+    }
+}
+
+impl fmt::Display for Parameterisation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Preconditioned {
+                sigma_data_sq: Some(v),
+            } => write!(f, "preconditioned={v}"),
+            other => f.write_str(other.name()),
         }
     }
 }
+
+crate::choice_serde::via_str!(Parameterisation);
 
 /// `s = c_skip x + c_out F(c_in x, t) + c_score ∇log p_0(x)` at one time.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -172,19 +279,19 @@ mod tests {
     #[test]
     fn preconditioned_model_at_zero_output_is_the_gaussian_score() {
         // For p_0 = N(0, v), p_t = N(0, α²v + σ²) and ∇log p_t(y) = −y/(α²v + σ²).
-        for name in AnySchedule::NAMES {
-            let s = AnySchedule::by_name(name).expect("schedule");
+        for s in AnySchedule::ALL {
             for &t in &[0.05, 0.3, 0.7, 0.95] {
                 for &v in &[0.25, 1.0, 4.0] {
-                    let c =
-                        Parameterisation::Preconditioned { sigma_data_sq: v }.coefficients(&s, t);
+                    let c = Parameterisation::preconditioned(v)
+                        .coefficients(&s, t)
+                        .expect("resolved");
                     let (a, sg) = (s.alpha(t), s.sigma(t));
                     let y = 0.7;
                     let exact = -y / (a * a * v + sg * sg);
                     assert!((c.apply(0.0, y, 0.0) - exact).abs() < 1e-12 * exact.abs());
                     // Unit effective weight λ c_out² = 1 (App. D, principle iii).
                     let eff = lambda(a, sg, v) * c.c_out * c.c_out;
-                    assert!((eff - 1.0).abs() < 1e-12, "{name} t={t} v={v}: {eff}");
+                    assert!((eff - 1.0).abs() < 1e-12, "{s} t={t} v={v}: {eff}");
                     // Unit input variance: c_in² (α²v + σ²) = 1 (principle i).
                     let var_in = c.c_in * c.c_in * (a * a * v + sg * sg);
                     assert!((var_in - 1.0).abs() < 1e-12);
@@ -211,13 +318,65 @@ mod tests {
     #[test]
     fn epsilon_and_target_scaled_algebra() {
         let (s, t) = (Cosine, 0.3);
-        let e = Parameterisation::Epsilon.coefficients(&s, t);
+        let e = Parameterisation::Epsilon.coefficients(&s, t).expect("e");
         // ε-prediction: the score −ε/σ_t.
         assert!((e.apply(0.8, 5.0, 9.0) - (-0.8 / s.sigma(t))).abs() < 1e-14);
-        let ts = Parameterisation::TargetScaled.coefficients(&s, t);
+        let ts = Parameterisation::TargetScaled
+            .coefficients(&s, t)
+            .expect("ts");
         assert!((ts.apply(0.8, 5.0, 9.0) - (9.0 / s.alpha(t) + 0.8)).abs() < 1e-14);
-        let p = Parameterisation::Score.coefficients(&s, t);
+        let p = Parameterisation::Score.coefficients(&s, t).expect("p");
         assert_eq!(p.apply(0.8, 5.0, 9.0), 0.8);
-        assert!(Parameterisation::by_name("x0", 1.0).is_err());
+    }
+
+    #[test]
+    fn names_round_trip_exactly() {
+        for p in [
+            Parameterisation::Score,
+            Parameterisation::Epsilon,
+            Parameterisation::TargetScaled,
+            Parameterisation::Preconditioned {
+                sigma_data_sq: None,
+            },
+            Parameterisation::preconditioned(0.1 + 0.2),
+            Parameterisation::preconditioned(16.25),
+        ] {
+            let text = p.to_string();
+            let back: Parameterisation = text.parse().expect("parse");
+            assert_eq!(back, p, "{text}");
+            assert_eq!(format!("{back:?}"), format!("{p:?}"), "bits of {text}");
+        }
+        for name in Parameterisation::NAMES {
+            let name = name.replace("=V", "=2");
+            assert!(name.parse::<Parameterisation>().is_ok(), "{name}");
+        }
+        let err = "x0".parse::<Parameterisation>().unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "unknown parameterisation `x0`; valid names: score, epsilon, target_scaled, \
+             preconditioned, preconditioned=V"
+        );
+        assert!("preconditioned=-1".parse::<Parameterisation>().is_err());
+        assert!("score=1".parse::<Parameterisation>().is_err());
+    }
+
+    #[test]
+    fn an_unresolved_preconditioning_is_a_typed_error() {
+        let p: Parameterisation = "preconditioned".parse().expect("parse");
+        assert!(!p.is_resolved());
+        assert!(matches!(
+            p.coefficients(&Cosine, 0.5),
+            Err(crate::Error::Core(tsm_core::Error::Unresolved { .. }))
+        ));
+        let r = p.resolve(0.5).expect("resolve");
+        assert!(r.is_resolved() && r.coefficients(&Cosine, 0.5).is_ok());
+        assert!(p.resolve(f64::NAN).is_err());
+        // A given number wins over the target's.
+        assert_eq!(
+            Parameterisation::preconditioned(2.0)
+                .resolve(0.5)
+                .expect("r"),
+            Parameterisation::preconditioned(2.0)
+        );
     }
 }

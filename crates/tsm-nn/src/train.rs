@@ -7,54 +7,34 @@
 //! [checkpoint] stores: 100 steps, save, resume and 100 more steps gives
 //! exactly the same bits as 200 steps straight (tested).
 
+use std::num::NonZeroUsize;
 use std::path::Path;
 
 use candle::Device;
-use serde::{Deserialize, Serialize};
 use tsm_core::target::{Sample, Score};
 
 use crate::checkpoint;
-use crate::engine::{Engine, EngineKind, NamedState};
-use crate::loss::{Batch, BatchSampler, LossConfig};
+use crate::config::TrainConfig;
+use crate::engine::{Engine, NamedState};
+use crate::loss::{Batch, BatchSampler};
 use crate::network::{init_parameters, ModelConfig, ScoreModel};
-use crate::optim::AdamConfig;
 use crate::{Error, Result};
 
-/// Everything that defines a training run (stored in every checkpoint).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TrainConfig {
-    /// The target's name (`tsm_targets::named`), for the sampler's plots and `TargetScaled`.
-    pub target: String,
-    /// The network.
-    pub model: ModelConfig,
-    /// The loss.
-    pub loss: LossConfig,
-    /// Adam and the EMA.
-    pub adam: AdamConfig,
-    /// Batch size (512 in the benchmarks).
-    pub batch: usize,
-    /// Total steps.
-    pub steps: u64,
-    /// Seed of every random stream.
-    pub seed: u64,
-    /// Checkpoint every this many steps (0: only at the end).
-    pub checkpoint_every: u64,
-    /// Which engine computes the step.
-    pub engine: EngineKind,
+/// How a [`Trainer`] runs (not part of the run's definition: the results do not depend on
+/// it, so it is not recorded in checkpoints).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrainerOptions {
+    /// Threads of the CPU engine (at least 1). The batch is split in a fixed way whatever
+    /// the count, so the bits of a run do not depend on it.
+    pub threads: usize,
 }
 
-impl Default for TrainConfig {
+impl Default for TrainerOptions {
+    /// As many threads as the machine offers (`std::thread::available_parallelism`, 1 if
+    /// unknown).
     fn default() -> Self {
         Self {
-            target: "eight_modes".to_owned(),
-            model: ModelConfig::default(),
-            loss: LossConfig::default(),
-            adam: AdamConfig::default(),
-            batch: 512,
-            steps: 10_000,
-            seed: 0,
-            checkpoint_every: 1000,
-            engine: EngineKind::Cpu,
+            threads: std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
         }
     }
 }
@@ -70,89 +50,81 @@ pub struct Trainer<'a, T> {
 }
 
 impl<'a, T: Score + Sample> Trainer<'a, T> {
-    /// A fresh run: weights from the seed, zero Adam moments, EMA = weights.
+    /// A fresh run of `cfg` on `target`: weights from the seed, zero Adam moments, EMA =
+    /// weights; default [`TrainerOptions`].
     ///
-    /// `sigma_data_sq`, `sigma_mode_sq`: the target's `σ_data²` and `σ_mode²` (for κ, κ̄
-    /// and the weightings). `threads`: 1 or 2 (the CPU engine's half-batches).
+    /// The configuration must be resolved (see [`crate::config`]): the loss's variances and
+    /// the parameterisation's `σ_data²` are read from it, never from `target`.
     ///
     /// # Errors
-    /// Bad configuration (range, names, sizes), device errors.
-    pub fn new(
+    /// - [`Error::TargetDimension`] when `target`'s dimension is not the model's;
+    /// - as [`TrainConfig::validate`]: a bad batch size, learning rate or time range, an
+    ///   unresolved identity or parameterisation;
+    /// - device errors.
+    pub fn new(cfg: TrainConfig, target: &'a T, device: &Device) -> Result<Self> {
+        Self::with_options(cfg, target, device, TrainerOptions::default())
+    }
+
+    /// As [`Trainer::new`] with explicit [`TrainerOptions`].
+    ///
+    /// # Errors
+    /// As [`Trainer::new`]; [`Error::Config`] for zero threads.
+    pub fn with_options(
         cfg: TrainConfig,
         target: &'a T,
-        sigma_data_sq: f64,
-        sigma_mode_sq: f64,
         device: &Device,
-        threads: usize,
+        options: TrainerOptions,
     ) -> Result<Self> {
         let state = NamedState::fresh(init_parameters(&cfg.model.mlp, cfg.seed, &Device::Cpu)?)?;
-        Self::from_state(
-            cfg,
-            target,
-            sigma_data_sq,
-            sigma_mode_sq,
-            device,
-            threads,
-            state,
-            0,
-            None,
-        )
+        Self::from_state(cfg, target, device, options, state, 0, None)
     }
 
     /// Continues the run saved in `dir` (its configuration; `steps` may be raised by the
-    /// caller through [`Trainer::set_total_steps`]).
+    /// caller through [`Trainer::set_total_steps`]); default [`TrainerOptions`].
     ///
     /// # Errors
     /// [`Error::Checkpoint`] for a bad checkpoint; as [`Trainer::new`].
-    pub fn resume(
+    pub fn resume(dir: &Path, target: &'a T, device: &Device) -> Result<Self> {
+        Self::resume_with_options(dir, target, device, TrainerOptions::default())
+    }
+
+    /// As [`Trainer::resume`] with explicit [`TrainerOptions`].
+    ///
+    /// # Errors
+    /// As [`Trainer::resume`].
+    pub fn resume_with_options(
         dir: &Path,
         target: &'a T,
-        sigma_data_sq: f64,
-        sigma_mode_sq: f64,
         device: &Device,
-        threads: usize,
+        options: TrainerOptions,
     ) -> Result<Self> {
         let (record, state) = checkpoint::load(dir)?;
         Self::from_state(
             record.config,
             target,
-            sigma_data_sq,
-            sigma_mode_sq,
             device,
-            threads,
+            options,
             state,
             record.step,
             record.loss,
         )
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn from_state(
         cfg: TrainConfig,
         target: &'a T,
-        sigma_data_sq: f64,
-        sigma_mode_sq: f64,
         device: &Device,
-        threads: usize,
+        options: TrainerOptions,
         state: NamedState,
         step: u64,
         last_loss: Option<f64>,
     ) -> Result<Self> {
-        if cfg.batch < 2 {
-            return Err(Error::config(format!(
-                "batch must be at least 2, got {}",
-                cfg.batch
-            )));
+        if options.threads == 0 {
+            return Err(Error::config("threads must be at least 1"));
         }
-        if !(cfg.adam.lr.is_finite() && cfg.adam.lr > 0.0) {
-            return Err(Error::config(format!(
-                "learning rate must be positive, got {}",
-                cfg.adam.lr
-            )));
-        }
-        let sampler =
-            BatchSampler::new(target, sigma_data_sq, sigma_mode_sq, &cfg.loss, &cfg.model)?;
-        let engine = Engine::new(cfg.engine, &cfg.model, &state, device, threads)?;
+        cfg.validate()?;
+        let sampler = BatchSampler::new(target, &cfg.loss, &cfg.model)?;
+        let engine = Engine::new(cfg.engine, &cfg.model, &state, device, options.threads)?;
         Ok(Self {
             cfg,
             sampler,

@@ -7,11 +7,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use candle::Device;
 use rand::Rng;
-use tsm_core::schedule::{Cosine, Schedule};
+use tsm_core::identity::ScoreIdentity;
+use tsm_core::schedule::Cosine;
 use tsm_core::target::{Dim, Sample, Score};
+use tsm_core::weighting::{TimeRange, Weighting};
 use tsm_nn::engine::EngineKind;
-use tsm_nn::loss::{LossConfig, LossKind, WeightingName};
-use tsm_nn::{checkpoint, Error, MlpConfig, ModelConfig, TrainConfig, Trainer};
+use tsm_nn::loss::{LossConfig, TargetVariances};
+use tsm_nn::{checkpoint, Error, MlpConfig, ModelConfig, TrainConfig, Trainer, TrainerOptions};
 use tsm_targets::{named, GaussianMixture};
 
 /// A fresh, empty folder under the system temp dir (no tempfile crate in the workspace).
@@ -36,20 +38,30 @@ fn small(dim: usize) -> ModelConfig {
     }
 }
 
-fn config(engine: EngineKind, kind: LossKind, steps: u64) -> TrainConfig {
+/// A run on the eight-mode mixture with the loss `identity` (its variances resolved from the
+/// target), uniform weighting.
+fn config(engine: EngineKind, identity: ScoreIdentity, steps: u64) -> TrainConfig {
+    let target = named::eight_modes();
+    let loss =
+        LossConfig::for_mixture(identity, Weighting::Uniform, &target).expect("resolved loss");
     TrainConfig {
-        model: small(2),
-        loss: LossConfig {
-            kind,
-            ..LossConfig::default()
-        },
         batch: 64,
         steps,
         seed: 7,
         checkpoint_every: 0,
         engine,
-        ..TrainConfig::default()
+        ..TrainConfig::new("eight_modes", small(2), loss)
     }
+}
+
+const DSM: ScoreIdentity = ScoreIdentity::Dsi;
+const TSM: ScoreIdentity = ScoreIdentity::Tsi;
+const KAPPA: ScoreIdentity = ScoreIdentity::Kappa {
+    sigma_data_sq: None,
+};
+
+fn threads(n: usize) -> TrainerOptions {
+    TrainerOptions { threads: n }
 }
 
 fn flat_params(t: &Trainer<'_, GaussianMixture>) -> Vec<f32> {
@@ -73,21 +85,13 @@ fn flat_params(t: &Trainer<'_, GaussianMixture>) -> Vec<f32> {
 }
 
 fn trainer(cfg: TrainConfig, target: &GaussianMixture) -> Trainer<'_, GaussianMixture> {
-    Trainer::new(
-        cfg,
-        target,
-        target.variance_per_dim(),
-        target.mode_variance(),
-        &Device::Cpu,
-        2,
-    )
-    .expect("trainer")
+    Trainer::with_options(cfg, target, &Device::Cpu, threads(2)).expect("trainer")
 }
 
 #[test]
 fn cpu_engine_matches_candle_autograd() {
     let target = named::eight_modes();
-    for kind in [LossKind::Dsm, LossKind::Tsm, LossKind::Kappa] {
+    for kind in [DSM, TSM, KAPPA] {
         let mut a = trainer(config(EngineKind::Cpu, kind, 20), &target);
         let mut b = trainer(config(EngineKind::Candle, kind, 20), &target);
         for _ in 0..20 {
@@ -139,20 +143,19 @@ fn resume_is_bit_identical() {
     let target = named::eight_modes();
     for engine in [EngineKind::Cpu, EngineKind::Candle] {
         let dir = scratch(&format!("resume-{engine:?}"));
-        let mut straight = trainer(config(engine, LossKind::Kappa, 200), &target);
+        let mut straight = trainer(config(engine, KAPPA, 200), &target);
         straight.run(None, |_, _| {}).expect("200 steps");
 
-        let mut first = trainer(config(engine, LossKind::Kappa, 100), &target);
+        let mut first = trainer(config(engine, KAPPA, 100), &target);
         first.run(Some(&dir), |_, _| {}).expect("100 steps");
-        let mut resumed = Trainer::resume(
-            &dir,
-            &target,
-            target.variance_per_dim(),
-            target.mode_variance(),
-            &Device::Cpu,
-            1, // a different thread count must not change the bits
-        )
-        .expect("resume");
+        // A different thread count must not change the bits.
+        let mut resumed =
+            Trainer::resume_with_options(&dir, &target, &Device::Cpu, threads(1)).expect("resume");
+        assert_eq!(
+            resumed.config(),
+            first.config(),
+            "the record is the whole config"
+        );
         assert_eq!(resumed.step(), 100);
         resumed.set_total_steps(200);
         resumed.run(Some(&dir), |_, _| {}).expect("100 more");
@@ -196,15 +199,11 @@ fn nan_stops_the_run_and_keeps_the_last_checkpoint() {
         inner: named::eight_modes(),
         poisoned: AtomicBool::new(false),
     };
-    let (v, vm) = (
-        target.inner.variance_per_dim(),
-        target.inner.mode_variance(),
-    );
     let cfg = TrainConfig {
         checkpoint_every: 10,
-        ..config(EngineKind::Cpu, LossKind::Tsm, 40)
+        ..config(EngineKind::Cpu, TSM, 40)
     };
-    let mut t = Trainer::new(cfg, &target, v, vm, &Device::Cpu, 1).expect("trainer");
+    let mut t = Trainer::with_options(cfg, &target, &Device::Cpu, threads(1)).expect("trainer");
     let mut seen = 0;
     let err = t
         .run(Some(&dir), |step, _| {
@@ -231,7 +230,7 @@ fn nan_stops_the_run_and_keeps_the_last_checkpoint() {
 fn damaged_checkpoints_are_typed_errors() {
     let dir = scratch("damaged");
     let target = named::eight_modes();
-    let mut t = trainer(config(EngineKind::Cpu, LossKind::Dsm, 3), &target);
+    let mut t = trainer(config(EngineKind::Cpu, DSM, 3), &target);
     t.run(Some(&dir), |_, _| {}).expect("train");
     let record = checkpoint::read_record(&dir).expect("record");
     let file = dir.join(&record.file);
@@ -310,14 +309,11 @@ fn dsm_and_tsm_learn_a_gaussian_score() {
     // p_0 = N(0, 0.5² I) in 2-D: p_t = N(0, (α_t² 0.25 + σ_t²) I), ∇log p_t(x) = −x/(α_t² 0.25 + σ_t²),
     // linear in x with a t-dependent slope between −1 and −4.
     let target = GaussianMixture::gaussian(2, 0.5).expect("gaussian");
-    for kind in [LossKind::Dsm, LossKind::Tsm] {
+    for kind in [DSM, TSM] {
         let cfg = TrainConfig {
-            loss: LossConfig {
-                kind,
-                weighting: WeightingName::Uniform,
-                t_min: 0.02,
-                t_max: 0.98,
-            },
+            loss: LossConfig::for_mixture(kind, Weighting::Uniform, &target)
+                .expect("loss")
+                .with_range(TimeRange::new(0.02, 0.98).expect("range")),
             adam: tsm_nn::optim::AdamConfig {
                 lr: 3e-3,
                 ema_decay: 0.99,
@@ -351,15 +347,74 @@ fn dsm_and_tsm_learn_a_gaussian_score() {
 #[test]
 fn bad_configurations_are_errors() {
     let target = named::eight_modes();
+    let new = |cfg| Trainer::new(cfg, &target, &Device::Cpu);
     let bad = TrainConfig {
         batch: 1,
-        ..config(EngineKind::Cpu, LossKind::Dsm, 1)
+        ..config(EngineKind::Cpu, DSM, 1)
     };
-    assert!(Trainer::new(bad, &target, 1.0, 1.0, &Device::Cpu, 1).is_err());
+    assert!(matches!(new(bad), Err(Error::Config { .. })));
     let wrong_dim = TrainConfig {
         model: small(3),
-        ..config(EngineKind::Cpu, LossKind::Dsm, 1)
+        ..config(EngineKind::Cpu, DSM, 1)
     };
-    assert!(Trainer::new(wrong_dim, &target, 1.0, 1.0, &Device::Cpu, 1).is_err());
-    let _ = Cosine.alpha(0.5);
+    assert!(matches!(
+        new(wrong_dim),
+        Err(Error::TargetDimension {
+            model: 3,
+            target: 2
+        })
+    ));
+    // An unresolved κ̄ (its σ_mode² left to a target that is not given) is refused, not run
+    // with a made-up number.
+    let mut unresolved = config(EngineKind::Cpu, KAPPA, 1);
+    unresolved.loss.identity = "kappa_bar".parse().expect("kappa_bar");
+    assert!(matches!(
+        new(unresolved),
+        Err(Error::Core(tsm_core::Error::Unresolved { .. }))
+    ));
+    // Invalid variances in the configuration.
+    for bad in [0.0, -1.0, f64::NAN] {
+        let mut cfg = config(EngineKind::Cpu, DSM, 1);
+        cfg.loss.sigma_data_sq = bad;
+        assert!(new(cfg).is_err(), "σ_data² = {bad}");
+    }
+    // The variances swapped (σ_mode² given as σ_data² and back) are refused where they enter.
+    let (v, vm) = (target.variance_per_dim(), target.mode_variance());
+    assert!(matches!(
+        TargetVariances::new(vm, Some(v)),
+        Err(Error::Core(tsm_core::Error::Unordered { .. }))
+    ));
+    assert!(new(config(EngineKind::Cpu, DSM, 1)).is_ok());
+    let zero_threads = Trainer::with_options(
+        config(EngineKind::Cpu, DSM, 1),
+        &target,
+        &Device::Cpu,
+        threads(0),
+    );
+    assert!(matches!(zero_threads, Err(Error::Config { .. })));
+}
+
+#[test]
+fn an_old_checkpoint_format_is_named() {
+    let dir = scratch("old-format");
+    let target = named::eight_modes();
+    let mut t = trainer(config(EngineKind::Cpu, DSM, 2), &target);
+    t.run(Some(&dir), |_, _| {}).expect("train");
+    // A format-1 record (the loss kind as `{"kind": "dsm"}`, no variances).
+    let path = dir.join(checkpoint::RECORD_FILE);
+    let mut record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
+    record["format"] = 1.into();
+    record["config"]["loss"] = serde_json::json!({"kind": {"kind": "dsm"}, "weighting": "uniform",
+        "t_min": 0.001, "t_max": 0.999});
+    std::fs::write(&path, serde_json::to_vec(&record).expect("json")).expect("write");
+    let err = checkpoint::load(&dir).map(drop).expect_err("old format");
+    let msg = err.to_string();
+    assert!(matches!(err, Error::Checkpoint { .. }));
+    assert!(
+        msg.contains("format 1") && msg.contains(&format!("format {}", checkpoint::FORMAT_VERSION)),
+        "{msg}"
+    );
+    assert_eq!(msg.lines().count(), 1, "{msg}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -5,42 +5,55 @@
 //!
 //! The folder gets `checkpoint.json` + `step_N.safetensors` every `--checkpoint-every` steps
 //! and at the end, and `loss.csv` (`step,loss`, every 10th step). `--resume` continues the run
-//! in `--out` bit-identically (up to the new `--steps`). Exit codes: 0 success, 1 error (bad
-//! flag values exit with clap's 2).
+//! in `--out` bit-identically (up to the new `--steps`), whatever `--threads`. Exit codes: 0
+//! success, 1 error (bad flag values exit with clap's 2).
+//!
+//! The loss, weighting, parameterisation, schedule and device flags take the libraries' own
+//! names (`tsm_core::choice::Choice`), e.g. `--loss kappa_bar=0.04`,
+//! `--schedule 'linear_vp(beta_min=0.1,beta_max=10)'`; the variances that `kappa`,
+//! `kappa_bar` and `preconditioned` leave open are the target's, and the checkpoint records
+//! the resolved numbers.
 
 use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use tsm_core::identity::ScoreIdentity;
+use tsm_core::schedule::AnySchedule;
+use tsm_core::weighting::{TimeRange, Weighting};
+use tsm_experiments::cli::choice;
 use tsm_experiments::init_tracing;
-use tsm_experiments::training::{
-    progress_bar, tune_cpu, DeviceArg, LossArg, ParamArg, ScheduleArg, WeightingArg,
-};
+use tsm_experiments::training::{progress_bar, tune_cpu};
 use tsm_nn::engine::EngineKind;
-use tsm_nn::loss::LossConfig;
+use tsm_nn::loss::{LossConfig, TargetVariances};
 use tsm_nn::optim::AdamConfig;
-use tsm_nn::{MlpConfig, ModelConfig, TrainConfig, Trainer};
+use tsm_nn::{
+    DeviceKind, MlpConfig, ModelConfig, Parameterisation, TrainConfig, Trainer, TrainerOptions,
+};
 
-/// Train a score network (paper 001 §4.2 MLP) with DSM, TSM, κ or κ̄ on a named target.
+/// Train a score network (the MLP of De Bortoli et al. 2024, §4.2) with DSM, TSM, κ or κ̄ on a
+/// named target.
 #[derive(Debug, Parser)]
 #[command(version, long_about = None)]
 struct Args {
     /// Target name (unit_gaussian, easy_mixture, hard_mixture_same_var, hard_mixture_diff_var, eight_modes)
     #[arg(long, default_value = "eight_modes")]
     target: String,
-    /// Regression target of the loss
-    #[arg(long, value_enum, default_value_t = LossArg::Dsm)]
-    loss: LossArg,
+    /// Regression target of the loss: dsm/dsi, tsm/tsi, mixture=W (w L_DSI + (1 − w) L_TSI),
+    /// kappa and kappa_bar (variance from the target, or kappa=V, kappa_bar=V), phillips
+    #[arg(long, value_parser = choice::<ScoreIdentity>(), default_value = "dsm")]
+    loss: ScoreIdentity,
     /// Time weighting λ_t (normalised over the time range)
-    #[arg(long, value_enum, default_value_t = WeightingArg::Uniform)]
-    weighting: WeightingArg,
-    /// Output parameterisation of the network
-    #[arg(long, value_enum, default_value_t = ParamArg::Score)]
-    parameterisation: ParamArg,
-    /// Noising schedule
-    #[arg(long, value_enum, default_value_t = ScheduleArg::Cosine)]
-    schedule: ScheduleArg,
+    #[arg(long, value_parser = choice::<Weighting>(), default_value = "uniform")]
+    weighting: Weighting,
+    /// Output parameterisation of the network (preconditioned: σ_data² from the target, or
+    /// preconditioned=V)
+    #[arg(long, value_parser = choice::<Parameterisation>(), default_value = "score")]
+    parameterisation: Parameterisation,
+    /// Noising schedule (standard parameters, or e.g. linear_vp(beta_min=0.1,beta_max=10))
+    #[arg(long, value_parser = choice::<AnySchedule>(), default_value = "cosine")]
+    schedule: AnySchedule,
     /// Total training steps
     #[arg(long, default_value_t = 20_000)]
     steps: u64,
@@ -72,8 +85,12 @@ struct Args {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Device (cuda/metal need the cargo feature of that name)
-    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
-    device: DeviceArg,
+    #[arg(long, value_parser = choice::<DeviceKind>(), default_value = "cpu")]
+    device: DeviceKind,
+    /// Threads of the CPU engine (the results do not depend on it) [default: the machine's
+    /// available parallelism]
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    threads: Option<usize>,
     /// Checkpoint every N steps (and at the end)
     #[arg(long, default_value_t = 1000)]
     checkpoint_every: u64,
@@ -93,13 +110,17 @@ fn main() -> Result<()> {
     init_tracing();
     let args = Args::parse();
     let target = tsm_targets::named::by_name(&args.target).context("--target")?;
-    let (v, vm) = (target.variance_per_dim(), target.mode_variance());
-    let device = tsm_nn::device(args.device.name()).context("--device")?;
-    let threads = 2;
+    let variances = TargetVariances::of_mixture(&target)?;
+    let device = args.device.open().context("--device")?;
+    let options = args
+        .threads
+        .map_or_else(TrainerOptions::default, |threads| TrainerOptions {
+            threads,
+        });
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("--out {}: cannot create", args.out.display()))?;
     let mut trainer = if args.resume {
-        let mut t = Trainer::resume(&args.out, &target, v, vm, &device, threads)
+        let mut t = Trainer::resume_with_options(&args.out, &target, &device, options)
             .with_context(|| format!("--resume from {}", args.out.display()))?;
         if t.config().target != args.target {
             bail!(
@@ -122,15 +143,14 @@ fn main() -> Result<()> {
                     embedding_dim: args.embedding_dim,
                     ..MlpConfig::default()
                 },
-                parameterisation: args.parameterisation.resolve(v),
-                schedule: args.schedule.name().to_owned(),
-            },
-            loss: LossConfig {
-                kind: args.loss.kind(),
-                weighting: args.weighting.into(),
-                t_min: args.t_min,
-                t_max: args.t_max,
-            },
+                parameterisation: args.parameterisation,
+                schedule: args.schedule,
+            }
+            .resolve(variances.sigma_data_sq())
+            .context("--parameterisation")?,
+            loss: LossConfig::new(args.loss, args.weighting, &variances)
+                .context("--loss")?
+                .with_range(TimeRange::new(args.t_min, args.t_max).context("--t-min/--t-max")?),
             adam: AdamConfig {
                 lr: args.lr,
                 ema_decay: args.ema_decay,
@@ -146,11 +166,11 @@ fn main() -> Result<()> {
                 EngineKind::Candle
             },
         };
-        Trainer::new(cfg, &target, v, vm, &device, threads)?
+        Trainer::with_options(cfg, &target, &device, options)?
     };
     tracing::info!(
         target = %args.target,
-        loss = trainer.config().loss.kind.name(),
+        loss = %trainer.config().loss.identity,
         step = trainer.step(),
         steps = trainer.config().steps,
         "training"
