@@ -39,6 +39,22 @@ pub mod train;
 
 /// candle-core, re-exported so that users need not depend on it to build tensors.
 pub use candle;
+/// candle-nn, re-exported so that users need not depend on it (nor match its version) to
+/// build the networks: [`network::Mlp::new`] and [`ScoreModel::new`] take its `VarBuilder`,
+/// and [`network::Mlp`] is its `Module`.
+///
+/// ```
+/// use tsm_nn::candle::{DType, Device, Tensor};
+/// use tsm_nn::candle_nn::{Module, VarBuilder};
+/// use tsm_nn::{network::Mlp, MlpConfig};
+///
+/// let cfg = MlpConfig { hidden: 8, embedding_dim: 4, ..MlpConfig::default() };
+/// let mlp = Mlp::new(&cfg, VarBuilder::zeros(DType::F32, &Device::Cpu))?;
+/// let input = Tensor::zeros((3, cfg.dim + cfg.embedding_dim), DType::F32, &Device::Cpu)?;
+/// assert_eq!(mlp.forward(&input)?.dims(), &[3, cfg.dim]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub use candle_nn;
 pub use config::TrainConfig;
 pub use device::DeviceKind;
 pub use error::{Error, Result};
