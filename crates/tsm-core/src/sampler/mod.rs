@@ -251,15 +251,36 @@ crate::serde_via_str!(Sampler);
 ///
 /// ```
 /// use std::ops::ControlFlow;
-/// use tsm_core::sampler::Step;
+/// use tsm_core::sampler::{NoisedScore, Sampler, Step, TimeGrid};
+/// use tsm_core::schedule::Cosine;
+/// use tsm_core::target::Dim;
 ///
+/// /// `N(0, 1)` is invariant under a variance-preserving schedule: `∇log p_t(x) = −x`.
+/// struct StdNormal;
+/// impl Dim for StdNormal {
+///     fn dim(&self) -> usize { 1 }
+/// }
+/// impl NoisedScore for StdNormal {
+///     fn noised_score(&mut self, x: &[f64], _t: f64, out: &mut [f64]) -> tsm_core::Result<()> {
+///         for (o, x) in out.iter_mut().zip(x) { *o = -x; }
+///         Ok(())
+///     }
+/// }
+///
+/// let grid = TimeGrid::uniform(0.9, 0.1, 10)?;
+/// let mut x = vec![0.5, -1.0, 2.0];
+/// // Record the trajectory, and stop once past t = 0.45.
 /// let mut trajectory = Vec::new();
 /// let mut record = |step: &Step<'_>| {
-///     trajectory.push((step.t_next, step.x.to_vec()));
-///     ControlFlow::Continue(())
+///     trajectory.push(step.x.to_vec());
+///     if step.t_next < 0.45 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
 /// };
-/// # let _ = &mut record;
-/// // sampler.run(&mut score, &mut x, &schedule, &grid, &mut rng, Some(&mut record))?;
+/// let mut rng = tsm_core::rng::stream(0, 0);
+/// let done = Sampler::Heun.run(&mut StdNormal, &mut x, &Cosine, &grid, &mut rng, Some(&mut record))?;
+/// assert!(done.stopped_early);
+/// assert_eq!((done.steps, trajectory.len()), (6, 6));
+/// assert_eq!(trajectory.last(), Some(&x));
+/// # Ok::<(), tsm_core::Error>(())
 /// ```
 pub type Callback<'c> = dyn FnMut(&Step<'_>) -> ControlFlow<()> + 'c;
 
