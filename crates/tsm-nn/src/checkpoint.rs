@@ -93,10 +93,10 @@ pub fn save(
     fs::create_dir_all(dir).map_err(io(dir))?;
     let mut map: HashMap<String, Tensor> = HashMap::new();
     for (prefix, named) in [
-        ("", &state.params),
-        ("ema.", &state.ema),
-        ("adam_m.", &state.adam_m),
-        ("adam_v.", &state.adam_v),
+        ("", state.params()),
+        ("ema.", state.ema()),
+        ("adam_m.", state.adam_m()),
+        ("adam_v.", state.adam_v()),
     ] {
         for (name, t) in named.iter() {
             map.insert(format!("{prefix}{name}"), t.to_device(&Device::Cpu)?);
@@ -213,11 +213,7 @@ pub fn load(dir: &Path) -> Result<(CheckpointRecord, NamedState)> {
             })
             .collect()
     };
-    let state = NamedState {
-        params: take("")?,
-        ema: take("ema.")?,
-        adam_m: take("adam_m.")?,
-        adam_v: take("adam_v.")?,
-    };
+    let state =
+        NamedState::from_parts(take("")?, take("ema.")?, take("adam_m.")?, take("adam_v.")?);
     Ok((record, state))
 }

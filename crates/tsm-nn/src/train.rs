@@ -246,7 +246,7 @@ impl<'a, T: Score + Sample> Trainer<'a, T> {
         let state = self.engine.state()?;
         model_from_named(
             &self.cfg.model,
-            if ema { &state.ema } else { &state.params },
+            if ema { state.ema() } else { state.params() },
             device,
         )
     }

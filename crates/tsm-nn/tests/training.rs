@@ -68,11 +68,11 @@ fn flat_params(t: &Trainer<'_, GaussianMixture>) -> Vec<f32> {
     let state = t.state().expect("state");
     let mut out = Vec::new();
     for (_, x) in state
-        .params
+        .params()
         .iter()
-        .chain(&state.ema)
-        .chain(&state.adam_m)
-        .chain(&state.adam_v)
+        .chain(state.ema())
+        .chain(state.adam_m())
+        .chain(state.adam_v())
     {
         out.extend(
             x.flatten_all()
@@ -113,7 +113,7 @@ fn cpu_engine_matches_candle_autograd() {
         };
         // Parameters: 20 Adam steps of size ≤ lr = 1e-4; rounding differences in the
         // gradients move them by far less than 1e-6.
-        for (x, y) in [(&sa.params, &sb.params), (&sa.ema, &sb.ema)] {
+        for (x, y) in [(sa.params(), sb.params()), (sa.ema(), sb.ema())] {
             let worst = flat(x)
                 .iter()
                 .zip(&flat(y))
@@ -122,7 +122,7 @@ fn cpu_engine_matches_candle_autograd() {
             assert!(worst < 1e-6, "{kind:?}: max parameter difference {worst}");
         }
         // Moments: relative to their scale (gradients reach 1e3 for DSM near t = 0).
-        for (x, y) in [(&sa.adam_m, &sb.adam_m), (&sa.adam_v, &sb.adam_v)] {
+        for (x, y) in [(sa.adam_m(), sb.adam_m()), (sa.adam_v(), sb.adam_v())] {
             let (fx, fy) = (flat(x), flat(y));
             let scale = fy.iter().map(|v| v.abs()).fold(0.0f32, f32::max);
             let worst = fx

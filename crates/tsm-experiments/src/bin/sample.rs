@@ -62,9 +62,9 @@ fn main() -> Result<()> {
     let cfg = &record.config;
     let target = tsm_targets::named::by_name(&cfg.target)?;
     let weights = if args.no_ema {
-        &state.params
+        state.params()
     } else {
-        &state.ema
+        state.ema()
     };
     let model = tsm_nn::train::model_from_named(&cfg.model, weights, &device)?;
     let schedule = cfg.model.schedule()?;
