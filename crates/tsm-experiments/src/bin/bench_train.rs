@@ -17,13 +17,16 @@ use std::time::Instant;
 
 use anyhow::Result;
 use clap::Parser;
+use tsm_core::identity::ScoreIdentity;
 use tsm_core::sampler::SamplerConfig;
+use tsm_core::weighting::Weighting;
 use tsm_experiments::training::tune_cpu;
 use tsm_nn::candle::Device;
 use tsm_nn::engine::EngineKind;
-use tsm_nn::loss::{LossConfig, WeightingName};
+use tsm_nn::loss::LossConfig;
 use tsm_nn::score::ModelScore;
-use tsm_nn::{TrainConfig, Trainer};
+use tsm_nn::{ModelConfig, TrainConfig, Trainer, TrainerOptions};
+use tsm_targets::GaussianMixture;
 
 /// Training and sampling throughput of the Fig. 5 network.
 #[derive(Debug, Parser)]
@@ -43,31 +46,41 @@ struct Args {
     no_autograd: bool,
 }
 
-fn config(engine: EngineKind, batch: usize, steps: u64) -> TrainConfig {
-    TrainConfig {
-        loss: LossConfig {
-            weighting: WeightingName::DsmOptimal,
-            ..LossConfig::default()
-        },
+fn config(
+    target: &GaussianMixture,
+    engine: EngineKind,
+    batch: usize,
+    steps: u64,
+) -> Result<TrainConfig> {
+    let loss = LossConfig::for_mixture(ScoreIdentity::Dsi, Weighting::DsmOptimal, target)?;
+    Ok(TrainConfig {
         batch,
         steps,
         checkpoint_every: 0,
         engine,
-        ..TrainConfig::default()
-    }
+        ..TrainConfig::new("eight_modes", ModelConfig::default(), loss)
+    })
+}
+
+/// A trainer on the eight-mode mixture with `threads` CPU-engine threads.
+fn trainer(
+    target: &GaussianMixture,
+    engine: EngineKind,
+    threads: usize,
+    batch: usize,
+    steps: u64,
+) -> Result<Trainer<'_, GaussianMixture>> {
+    Ok(Trainer::with_options(
+        config(target, engine, batch, steps)?,
+        target,
+        &Device::Cpu,
+        TrainerOptions { threads },
+    )?)
 }
 
 fn steps_per_s(engine: EngineKind, threads: usize, batch: usize, steps: u64) -> Result<f64> {
     let target = tsm_targets::named::eight_modes();
-    let (v, vm) = (target.variance_per_dim(), target.mode_variance());
-    let mut t = Trainer::new(
-        config(engine, batch, 50),
-        &target,
-        v,
-        vm,
-        &Device::Cpu,
-        threads,
-    )?;
+    let mut t = trainer(&target, engine, threads, batch, 50)?;
     t.run(None, |_, _| {})?; // warm-up
     t.set_total_steps(50 + steps);
     let start = Instant::now();
@@ -77,15 +90,7 @@ fn steps_per_s(engine: EngineKind, threads: usize, batch: usize, steps: u64) -> 
 
 fn sampling_per_s(batch: usize, steps: u64) -> Result<f64> {
     let target = tsm_targets::named::eight_modes();
-    let (v, vm) = (target.variance_per_dim(), target.mode_variance());
-    let t = Trainer::new(
-        config(EngineKind::Cpu, batch, 1),
-        &target,
-        v,
-        vm,
-        &Device::Cpu,
-        1,
-    )?;
+    let t = trainer(&target, EngineKind::Cpu, 1, batch, 1)?;
     let start = Instant::now();
     for k in 1..=steps {
         std::hint::black_box(t.batch_of_step(k)?);
@@ -96,15 +101,7 @@ fn sampling_per_s(batch: usize, steps: u64) -> Result<f64> {
 /// Forward pass and loss of the CPU engine on a fixed batch (no backward, no update).
 fn forward_per_s(batch: usize, steps: u64) -> Result<f64> {
     let target = tsm_targets::named::eight_modes();
-    let (v, vm) = (target.variance_per_dim(), target.mode_variance());
-    let t = Trainer::new(
-        config(EngineKind::Cpu, batch, 1),
-        &target,
-        v,
-        vm,
-        &Device::Cpu,
-        1,
-    )?;
+    let t = trainer(&target, EngineKind::Cpu, 1, batch, 1)?;
     let b = t.batch_of_step(1)?;
     let start = Instant::now();
     for _ in 0..steps {
@@ -174,15 +171,8 @@ fn main() -> Result<()> {
 
     // Sampler throughput with the network.
     let target = tsm_targets::named::eight_modes();
-    let (v, vm) = (target.variance_per_dim(), target.mode_variance());
-    let t = Trainer::new(
-        config(EngineKind::Cpu, 512, 1),
-        &target,
-        v,
-        vm,
-        &Device::Cpu,
-        1,
-    )?;
+    let v = target.variance_per_dim();
+    let t = trainer(&target, EngineKind::Cpu, 1, 512, 1)?;
     let model = t.model(true, &Device::Cpu)?;
     let mut score = ModelScore::new(&model, Some(&target), &Device::Cpu);
     let (n, steps) = (10_000, 50);

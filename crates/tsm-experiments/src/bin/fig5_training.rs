@@ -1,4 +1,4 @@
-//! Fig. 5 of *Target Score Matching* (paper `001`, §4.2): a score network trained on the 2-D
+//! Fig. 5 of *Target Score Matching* (De Bortoli et al. 2024, §4.2): a score network trained on the 2-D
 //! eight-mode mixture (8 modes on a circle of radius 4, std 0.5) with the four regression
 //! targets DSM, TSM, κ and κ̄ (uniform weighting, `t ~ U[10⁻³, 1 − 10⁻³]`, cosine schedule):
 //! (left) the mean regression loss `‖s_θ(t, X_t) − L‖²` against iterations, (middle) the MMD²
@@ -26,16 +26,18 @@
 use anyhow::Result;
 use clap::Parser;
 use serde::Serialize;
+use tsm_core::identity::ScoreIdentity;
 use tsm_core::sampler::SamplerConfig;
 use tsm_core::schedule::Schedule;
 use tsm_core::target::{Sample, Score};
+use tsm_core::weighting::{TimeRange, Weighting};
 use tsm_experiments::output::RunTimer;
 use tsm_experiments::plot::{save_svg_png, Panel, PanelGrid, Series, Style};
-use tsm_experiments::training::{tune_cpu, LossArg};
+use tsm_experiments::training::tune_cpu;
 use tsm_experiments::{init_tracing, FigureArgs, OutputDir};
 use tsm_nn::candle::{Device, Tensor};
 use tsm_nn::engine::EngineKind;
-use tsm_nn::loss::{Batch, LossConfig, WeightingName};
+use tsm_nn::loss::{Batch, LossConfig};
 use tsm_nn::mmd::{median_bandwidth, mmd2_unbiased};
 use tsm_nn::score::ModelScore;
 use tsm_nn::{ModelConfig, ScoreModel, TrainConfig, Trainer};
@@ -120,9 +122,21 @@ const SMALL_T: f64 = 0.1;
 const LARGE_T: f64 = 0.9;
 const EVAL_POINTS: usize = 4096;
 
+/// The four losses, in the figure's order (`κ`, `κ̄` with the target's variances).
+const LOSSES: [ScoreIdentity; 4] = [
+    ScoreIdentity::Dsi,
+    ScoreIdentity::Tsi,
+    ScoreIdentity::Kappa {
+        sigma_data_sq: None,
+    },
+    ScoreIdentity::KappaBar {
+        sigma_mode_sq: None,
+    },
+];
+
 /// Evaluation state shared by all runs.
 struct Eval {
-    batches: Vec<(LossArg, Batch)>,
+    batches: Vec<(&'static str, Batch)>,
     exact_scores: Vec<f32>,
     exact_samples: Vec<f64>,
     h: f64,
@@ -142,10 +156,10 @@ fn evaluate(
     trainer: &Trainer<'_, GaussianMixture>,
     target: &GaussianMixture,
     eval: &Eval,
-    loss: LossArg,
+    loss: &'static str,
     seed: u64,
 ) -> Result<Row> {
-    let schedule = trainer.config().model.schedule()?;
+    let schedule = trainer.config().model.schedule;
     let batch = &eval
         .batches
         .iter()
@@ -187,7 +201,7 @@ fn evaluate(
         .sample(&mut score, &schedule, eval.n_mmd, &mut rng)?;
     Ok(Row {
         seed,
-        loss: loss.name(),
+        loss,
         step: trainer.step(),
         regression_loss: mean(reg),
         regression_loss_small_t: mean(reg_s),
@@ -213,25 +227,23 @@ fn main() -> Result<()> {
     let out = OutputDir::create(args.common.out_dir("fig5"))?;
     let timer = RunTimer::start();
     let target = tsm_targets::named::eight_modes();
-    let (v, vm) = (target.variance_per_dim(), target.mode_variance());
+    let v = target.variance_per_dim();
     let model = ModelConfig::default();
-    let base_loss = LossConfig {
-        weighting: WeightingName::Uniform,
-        ..LossConfig::default()
-    };
-    let schedule = model.schedule()?;
+    let eval_range = TimeRange::trimmed();
+    let loss_config = |identity| LossConfig::for_mixture(identity, Weighting::Uniform, &target);
+    let schedule = model.schedule;
 
     // Fixed evaluation data: the same (t, x_0, x_t) for every loss (same stream), each loss's
     // own regression target, and the exact marginal score at every x_t.
     let mut batches = Vec::new();
-    for loss in LossArg::ALL {
-        let lc = LossConfig {
-            kind: loss.kind(),
-            ..base_loss
-        };
-        let sampler = tsm_nn::loss::BatchSampler::new(&target, v, vm, &lc, &model)?;
+    for identity in LOSSES {
+        let lc = loss_config(identity)?.with_range(eval_range);
+        let sampler = tsm_nn::loss::BatchSampler::new(&target, &lc, &model)?;
         let mut rng = tsm_core::rng::stream(args.common.seed, u64::MAX - 1);
-        batches.push((loss, sampler.sample(&mut rng, EVAL_POINTS, None)?));
+        batches.push((
+            identity.loss_name(),
+            sampler.sample(&mut rng, EVAL_POINTS, None)?,
+        ));
     }
     let first = &batches[0].1;
     let mut exact_scores = vec![0.0f32; first.xt.len()];
@@ -270,15 +282,10 @@ fn main() -> Result<()> {
     let mut rows = Vec::new();
     let (mut train_steps, mut train_secs) = (0u64, 0.0f64);
     for &seed in &seeds {
-        for loss in LossArg::ALL {
+        for identity in LOSSES {
+            let loss = identity.loss_name();
+            let train_range = TimeRange::new(eval_range.t_min(), args.t_max)?;
             let cfg = TrainConfig {
-                target: "eight_modes".to_owned(),
-                model: model.clone(),
-                loss: LossConfig {
-                    kind: loss.kind(),
-                    t_max: args.t_max,
-                    ..base_loss
-                },
                 adam: tsm_nn::optim::AdamConfig {
                     lr: args.lr,
                     ..Default::default()
@@ -288,8 +295,13 @@ fn main() -> Result<()> {
                 seed,
                 checkpoint_every: 0,
                 engine: EngineKind::Cpu,
+                ..TrainConfig::new(
+                    "eight_modes",
+                    model.clone(),
+                    loss_config(identity)?.with_range(train_range),
+                )
             };
-            let mut trainer = Trainer::new(cfg, &target, v, vm, &Device::Cpu, 2)?;
+            let mut trainer = Trainer::new(cfg, &target, &Device::Cpu)?;
             let mut row = evaluate(&trainer, &target, &eval, loss, seed)?;
             rows.push(row.clone());
             let mut secs = 0.0;
@@ -307,7 +319,7 @@ fn main() -> Result<()> {
             train_secs += secs;
             tracing::info!(
                 seed,
-                loss = loss.name(),
+                loss,
                 regression_loss = row.regression_loss,
                 score_mse_small_t = row.score_mse_small_t,
                 mmd2 = row.mmd2,
@@ -393,10 +405,10 @@ fn main() -> Result<()> {
     let [svg, png] = save_svg_png(out.path(), "fig5", (1500, 500), &grid)?;
     let params = Parameters {
         target: "eight_modes",
-        losses: LossArg::ALL.iter().map(|l| l.name()).collect(),
+        losses: LOSSES.iter().map(|l| l.loss_name()).collect(),
         weighting: "uniform",
         schedule: schedule.name(),
-        t_range: (base_loss.t_min, base_loss.t_max),
+        t_range: (eval_range.t_min(), eval_range.t_max()),
         train_t_max: args.t_max,
         steps,
         seeds: seeds.clone(),

@@ -16,11 +16,11 @@ use tsm_core::sampler::{Sampler, SamplerConfig};
 use tsm_core::target::{Dim, Sample};
 use tsm_experiments::cli::choice;
 use tsm_experiments::init_tracing;
-use tsm_experiments::output::write_atomic;
 use tsm_experiments::plot::save_svg_png;
-use tsm_experiments::training::{tune_cpu, DeviceArg, SamplesPlot};
-use tsm_nn::checkpoint;
+use tsm_experiments::training::{tune_cpu, SamplesPlot};
+use tsm_nn::io::write_atomic;
 use tsm_nn::score::ModelScore;
+use tsm_nn::{checkpoint, DeviceKind};
 
 /// Sample from a trained checkpoint and plot the samples against the target density.
 #[derive(Debug, Parser)]
@@ -46,8 +46,8 @@ struct Args {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Device (cuda/metal need the cargo feature of that name)
-    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
-    device: DeviceArg,
+    #[arg(long, value_parser = choice::<DeviceKind>(), default_value = "cpu")]
+    device: DeviceKind,
     /// Output CSV file; the plots go beside it (.svg, .png)
     #[arg(long, value_name = "FILE", default_value = "results/samples.csv")]
     out: PathBuf,
@@ -57,7 +57,7 @@ fn main() -> Result<()> {
     tune_cpu();
     init_tracing();
     let args = Args::parse();
-    let device = tsm_nn::device(args.device.name()).context("--device")?;
+    let device = args.device.open().context("--device")?;
     let (record, state) = checkpoint::load(&args.checkpoint).context("--checkpoint")?;
     let cfg = &record.config;
     let target = tsm_targets::named::by_name(&cfg.target)?;
@@ -67,7 +67,7 @@ fn main() -> Result<()> {
         state.ema()
     };
     let model = tsm_nn::train::model_from_named(&cfg.model, weights, &device)?;
-    let schedule = cfg.model.schedule()?;
+    let schedule = cfg.model.schedule;
     let scfg = SamplerConfig {
         sampler: args.sampler,
         steps: args.steps,
@@ -120,7 +120,7 @@ fn main() -> Result<()> {
         title: format!(
             "{} — {} ({} {} steps, step {})",
             cfg.target,
-            cfg.loss.kind.name(),
+            cfg.loss.identity.loss_name(),
             args.sampler,
             args.steps,
             record.step
