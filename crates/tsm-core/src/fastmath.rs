@@ -4,6 +4,9 @@
 //! the score of a mixture at 10⁸ posterior draws is dominated by it. [`exp`] here is
 //! branch-free (clamping instead of branching, the power of two assembled from bits rather than
 //! by a float→int cast) and accurate to a few ulp, so loops over slices of it vectorise.
+//!
+//! The crate also exports a `multiversion!` macro, hidden from the docs: the workspace's one
+//! AVX2 run-time dispatch, used by tsm-targets' and tsm-nn's kernels (not a public API).
 
 /// Defines `$name` that runs `$kernel` compiled with AVX2 enabled when the CPU has it, and
 /// as compiled for the baseline target otherwise.
@@ -12,6 +15,11 @@
 /// IEEE operations in the same order (Rust never contracts `a * b + c` into an FMA on its own),
 /// so the results are identical bit for bit; AVX2 only makes the vectoriser use wider
 /// registers. This is how the hot loops get vector speed without users setting `RUSTFLAGS`.
+//
+// Exported (and so public) only because the other crates of the workspace use it — the
+// mixture kernels of tsm-targets and the training kernels of tsm-nn — so that there is one
+// AVX2 dispatch in the workspace; it is not part of the API, hence `#[doc(hidden)]`.
+#[doc(hidden)]
 #[macro_export]
 macro_rules! multiversion {
     ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? => $kernel:path) => {

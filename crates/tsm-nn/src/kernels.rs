@@ -1,11 +1,15 @@
 //! Vectorised CPU kernels for the fast training path: bias + SiLU forward and its backward,
-//! with a branch-free `exp` that the compiler turns into AVX2/FMA code.
+//! with a branch-free `exp` that the compiler vectorises.
 //!
 //! `SiLU(z) = z σ(z)`, `σ(z) = 1/(1 + e^{−z})`, `SiLU'(z) = σ(z)(1 + z(1 − σ(z)))`.
 //!
-//! Users do not set `RUSTFLAGS`, so the AVX2 versions are compiled with
-//! `#[target_feature(enable = "avx2,fma")]` and chosen at run time; the portable versions are
-//! the same code without the attribute.
+//! Users do not set `RUSTFLAGS`, so each kernel is compiled twice by tsm-core's
+//! `multiversion!` (AVX2 enabled, and the baseline target) and the AVX2 copy is chosen at run
+//! time. Both copies run the same IEEE operations in the same order (Rust never contracts
+//! `a * b + c` into an FMA on its own), so they give the same bits (tested).
+//!
+//! Private to the crate: an implementation detail of [`crate::engine::CpuEngine`] and
+//! [`crate::mmd`].
 
 /// `e^x` in `f32`, relative error < 2e-7 on `[−87, 88]` (clamped outside).
 ///
@@ -78,56 +82,57 @@ fn silu_backward_body(da: &[f32], z: &[f32], sig: &[f32], dz: &mut [f32], db: &m
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn bias_silu_avx2(z: &mut [f32], bias: &[f32], a: &mut [f32], sig: &mut [f32]) {
-    bias_silu_body(z, bias, a, sig)
+tsm_core::multiversion! {
+    /// Row-wise `z += bias`, then `sig = σ(z)`, `a = z σ(z)` (`z, a, sig: [n, h]`, `bias: [h]`).
+    pub fn bias_silu(z: &mut [f32], bias: &[f32], a: &mut [f32], sig: &mut [f32])
+        => bias_silu_checked
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn silu_backward_avx2(da: &[f32], z: &[f32], sig: &[f32], dz: &mut [f32], db: &mut [f32]) {
-    silu_backward_body(da, z, sig, dz, db)
+tsm_core::multiversion! {
+    /// `dz = da ⊙ SiLU'(z)` with `SiLU'(z) = σ(1 + z(1 − σ))`, and `db += Σ_rows dz`.
+    pub fn silu_backward(da: &[f32], z: &[f32], sig: &[f32], dz: &mut [f32], db: &mut [f32])
+        => silu_backward_checked
 }
 
-fn has_avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
-/// Row-wise `z += bias`, then `sig = σ(z)`, `a = z σ(z)` (`z, a, sig: [n, h]`, `bias: [h]`).
-pub fn bias_silu(z: &mut [f32], bias: &[f32], a: &mut [f32], sig: &mut [f32]) {
+#[inline(always)]
+fn bias_silu_checked(z: &mut [f32], bias: &[f32], a: &mut [f32], sig: &mut [f32]) {
     debug_assert!(z.len() == a.len() && a.len() == sig.len() && z.len() % bias.len() == 0);
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        // SAFETY: the CPU supports AVX2 and FMA (checked just above).
-        unsafe { bias_silu_avx2(z, bias, a, sig) };
-        return;
-    }
     bias_silu_body(z, bias, a, sig)
 }
 
-/// `dz = da ⊙ SiLU'(z)` with `SiLU'(z) = σ(1 + z(1 − σ))`, and `db += Σ_rows dz`.
-pub fn silu_backward(da: &[f32], z: &[f32], sig: &[f32], dz: &mut [f32], db: &mut [f32]) {
+#[inline(always)]
+fn silu_backward_checked(da: &[f32], z: &[f32], sig: &[f32], dz: &mut [f32], db: &mut [f32]) {
     debug_assert!(da.len() == z.len() && z.len() == dz.len() && da.len() % db.len() == 0);
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        // SAFETY: the CPU supports AVX2 and FMA (checked just above).
-        unsafe { silu_backward_avx2(da, z, sig, dz, db) };
-        return;
-    }
     silu_backward_body(da, z, sig, dz, db)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dispatched_and_portable_kernels_agree_bit_for_bit() {
+        // The AVX2 copy (chosen at run time where the CPU has it) against the portable body.
+        let (n, h) = (37, 13);
+        let wave = |k: usize, f: f32| (0..k).map(|i| (i as f32 * f).sin() * 6.0).collect();
+        let z0: Vec<f32> = wave(n * h, 0.37);
+        let bias: Vec<f32> = wave(h, 1.3);
+        let (mut z1, mut a1, mut s1) = (z0.clone(), vec![0.0; n * h], vec![0.0; n * h]);
+        let (mut z2, mut a2, mut s2) = (z0.clone(), vec![0.0; n * h], vec![0.0; n * h]);
+        bias_silu(&mut z1, &bias, &mut a1, &mut s1);
+        bias_silu_body(&mut z2, &bias, &mut a2, &mut s2);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&z1), bits(&z2));
+        assert_eq!(bits(&a1), bits(&a2));
+        assert_eq!(bits(&s1), bits(&s2));
+        let da: Vec<f32> = wave(n * h, 0.11);
+        let (mut dz1, mut db1) = (vec![0.0; n * h], vec![0.5; h]);
+        let (mut dz2, mut db2) = (vec![0.0; n * h], vec![0.5; h]);
+        silu_backward(&da, &z1, &s1, &mut dz1, &mut db1);
+        silu_backward_body(&da, &z2, &s2, &mut dz2, &mut db2);
+        assert_eq!(bits(&dz1), bits(&dz2));
+        assert_eq!(bits(&db1), bits(&db2));
+    }
 
     #[test]
     fn exp_is_accurate() {

@@ -28,7 +28,7 @@ pub mod embedding;
 pub mod engine;
 mod error;
 pub mod io;
-pub mod kernels;
+mod kernels;
 pub mod loss;
 pub mod mmd;
 pub mod network;

@@ -12,7 +12,7 @@
 //! MMD values along training are comparable.
 //!
 //! The double sums run in parallel over blocks of rows (rayon), with the coordinates stored
-//! column-wise in `f32` and a vectorised `exp` ([`crate::kernels::exp_f32`]); each row's sum is
+//! column-wise in `f32` and a vectorised `exp` (the crate's `exp_f32`); each row's sum is
 //! accumulated in `f32` over ≤ 10⁴ terms of size ≤ 1 and added to an `f64` total. 10⁴ × 10⁴ in
 //! 2-D takes well under a second on two cores.
 

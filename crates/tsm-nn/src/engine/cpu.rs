@@ -298,3 +298,63 @@ impl CpuEngine {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tsm_core::identity::ScoreIdentity;
+    use tsm_core::weighting::Weighting;
+    use tsm_targets::named;
+
+    use super::*;
+    use crate::loss::{BatchSampler, LossConfig};
+    use crate::network::{init_parameters, ModelConfig};
+
+    /// The flat parameters, EMA and moments of `steps` Adam steps on the same batches with a
+    /// pool of `threads` threads.
+    fn train(threads: usize, steps: u64) -> Vec<u32> {
+        let target = named::eight_modes();
+        let model = ModelConfig {
+            mlp: MlpConfig {
+                hidden: 24,
+                embedding_dim: 8,
+                ..MlpConfig::default()
+            },
+            ..ModelConfig::default()
+        };
+        let loss =
+            LossConfig::for_mixture(ScoreIdentity::Tsi, Weighting::Uniform, &target).expect("loss");
+        let sampler = BatchSampler::new(&target, &loss, &model).expect("sampler");
+        let params = init_parameters(&model.mlp, 3, &Device::Cpu).expect("init");
+        let state = NamedState::fresh(params).expect("state");
+        let mut engine = CpuEngine::new(&model.mlp, &state, threads).expect("engine");
+        let mut rng = tsm_core::rng::stream(9, 0);
+        for step in 1..=steps {
+            // An odd batch: the halves have different sizes.
+            let batch = sampler.sample(&mut rng, 77, None).expect("batch");
+            engine
+                .step(&batch, &AdamConfig::default(), step)
+                .expect("step");
+        }
+        let state = engine.state().expect("state");
+        [state.params(), state.ema(), state.adam_m(), state.adam_v()]
+            .into_iter()
+            .flatten()
+            .flat_map(|(_, t)| {
+                t.flatten_all()
+                    .and_then(|t| t.to_vec1::<f32>())
+                    .expect("f32")
+            })
+            .map(f32::to_bits)
+            .collect()
+    }
+
+    #[test]
+    fn the_bits_do_not_depend_on_the_thread_count() {
+        // Before, the pool had 2 threads whatever the caller asked; now it has the caller's
+        // count (0: the machine's), and 1, 2, 3 and the machine's give the same bits.
+        let one = train(1, 3);
+        for threads in [2, 3, 0] {
+            assert!(train(threads, 3) == one, "{threads} threads differ from 1");
+        }
+    }
+}
