@@ -1,5 +1,5 @@
 //! Adam (Kingma & Ba 2015) with PyTorch's conventions, and an exponential moving average
-//! (EMA) of the weights for sampling (paper `003` §10).
+//! (EMA) of the weights for sampling (Song & Ermon 2020).
 //!
 //! At step `k = 1, 2, …` with gradient `g`:
 //!
