@@ -23,6 +23,7 @@
 #![warn(clippy::unwrap_used)]
 
 mod error;
+pub mod exact_variance;
 pub mod mixture;
 pub mod named;
 pub mod noised_score;
