@@ -483,8 +483,14 @@ impl<P: PosteriorSample> MonteCarloScore<P> {
     /// As [`MonteCarloScore::mean`].
     pub fn draw_variance(&self, k: usize, j: usize) -> Result<f64> {
         let i = self.index(k, j, "MonteCarloScore::draw_variance (no run yet)")?;
+        Ok(self.variance_at(i))
+    }
+
+    /// The per-draw variance at flat index `i`, once there is an estimate.
+    #[inline]
+    fn variance_at(&self, i: usize) -> f64 {
         let n = self.draws as f64;
-        Ok(((self.sum_sq[i] - self.sum[i] * self.sum[i] / n) / (n - 1.0)).max(0.0))
+        ((self.sum_sq[i] - self.sum[i] * self.sum[i] / n) / (n - 1.0)).max(0.0)
     }
 
     /// The estimator's variance `Σ_j Var(L_j)/N` (trace over coordinates, as in App. C).
@@ -492,10 +498,10 @@ impl<P: PosteriorSample> MonteCarloScore<P> {
     /// # Errors
     /// As [`MonteCarloScore::mean`].
     pub fn estimator_variance(&self, k: usize) -> Result<f64> {
-        self.index(k, 0, "MonteCarloScore::estimator_variance (no run yet)")?;
-        let total = (0..self.dim)
-            .map(|j| self.draw_variance(k, j))
-            .sum::<Result<f64>>()?;
+        let first = self.index(k, 0, "MonteCarloScore::estimator_variance (no run yet)")?;
+        let total = (first..first + self.dim)
+            .map(|i| self.variance_at(i))
+            .sum::<f64>();
         Ok(total / self.draws as f64)
     }
 
@@ -504,7 +510,8 @@ impl<P: PosteriorSample> MonteCarloScore<P> {
     /// # Errors
     /// As [`MonteCarloScore::mean`].
     pub fn std_err(&self, k: usize, j: usize) -> Result<f64> {
-        Ok((self.draw_variance(k, j)? / self.draws as f64).sqrt())
+        let i = self.index(k, j, "MonteCarloScore::std_err (no run yet)")?;
+        Ok((self.variance_at(i) / self.draws as f64).sqrt())
     }
 
     /// The estimate of identity `k` as a vector.

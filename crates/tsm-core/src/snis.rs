@@ -400,11 +400,14 @@ impl ImportanceSampledScore {
     /// As [`ImportanceSampledScore::mean`].
     pub fn variance(&self, k: usize, j: usize) -> Result<f64> {
         let c = self.at(k, j, "ImportanceSampledScore::variance (no run yet)")?;
+        Ok(self.variance_of(c, j))
+    }
+
+    /// The delta-method variance of the identity with coefficients `c`, coordinate `j`.
+    #[inline]
+    fn variance_of(&self, c: &Coefficients, j: usize) -> f64 {
         let ax = c.a * c.alpha;
-        Ok(
-            (ax * ax * self.m_xx[j] + 2.0 * ax * c.b * self.m_xs[j] + c.b * c.b * self.m_ss[j])
-                .max(0.0),
-        )
+        (ax * ax * self.m_xx[j] + 2.0 * ax * c.b * self.m_xs[j] + c.b * c.b * self.m_ss[j]).max(0.0)
     }
 
     /// The delta-method standard error of identity `k`, coordinate `j`.
@@ -420,12 +423,12 @@ impl ImportanceSampledScore {
     /// # Errors
     /// As [`ImportanceSampledScore::mean`].
     pub fn estimator_variance(&self, k: usize) -> Result<f64> {
-        self.at(
+        let c = self.at(
             k,
             0,
             "ImportanceSampledScore::estimator_variance (no run yet)",
         )?;
-        (0..self.dim).map(|j| self.variance(k, j)).sum()
+        Ok((0..self.dim).map(|j| self.variance_of(c, j)).sum())
     }
 
     /// The estimate of identity `k` as a vector.
