@@ -43,15 +43,24 @@ pub fn unknown<C: Choice>(s: &str) -> Error {
     crate::error::unknown_name(C::KIND, s, C::NAMES)
 }
 
-/// Implements `serde::Serialize`/`Deserialize` for a [`Choice`] through its string form
-/// (only with the `serde` feature; a no-op otherwise).
+/// serde, re-exported for [`serde_via_str!`](crate::serde_via_str) so that crates expanding
+/// the macro need no serde feature of their own.
+#[cfg(feature = "serde")]
+#[doc(hidden)]
+pub use serde as __serde;
+
+/// Implements `serde::Serialize`/`Deserialize` for a [`Choice`] through its string form.
+///
+/// With tsm-core's `serde` feature off, it expands to nothing. The feature is decided here, in
+/// tsm-core, not in the crate that expands the macro (hence two definitions rather than a
+/// `#[cfg]` inside one). Exported for tsm-nn's choices; not part of the public API.
+#[cfg(feature = "serde")]
 #[doc(hidden)]
 #[macro_export]
 macro_rules! serde_via_str {
     ($ty:ty) => {
-        #[cfg(feature = "serde")]
-        impl ::serde::Serialize for $ty {
-            fn serialize<S: ::serde::Serializer>(
+        impl $crate::choice::__serde::Serialize for $ty {
+            fn serialize<S: $crate::choice::__serde::Serializer>(
                 &self,
                 serializer: S,
             ) -> ::std::result::Result<S::Ok, S::Error> {
@@ -59,14 +68,25 @@ macro_rules! serde_via_str {
             }
         }
 
-        #[cfg(feature = "serde")]
-        impl<'de> ::serde::Deserialize<'de> for $ty {
-            fn deserialize<D: ::serde::Deserializer<'de>>(
+        impl<'de> $crate::choice::__serde::Deserialize<'de> for $ty {
+            fn deserialize<D: $crate::choice::__serde::Deserializer<'de>>(
                 deserializer: D,
             ) -> ::std::result::Result<Self, D::Error> {
-                let s = <::std::string::String as ::serde::Deserialize>::deserialize(deserializer)?;
-                s.parse().map_err(::serde::de::Error::custom)
+                let s =
+                    <::std::string::String as $crate::choice::__serde::Deserialize>::deserialize(
+                        deserializer,
+                    )?;
+                s.parse()
+                    .map_err(<D::Error as $crate::choice::__serde::de::Error>::custom)
             }
         }
     };
+}
+
+/// Without the `serde` feature: nothing to implement.
+#[cfg(not(feature = "serde"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! serde_via_str {
+    ($ty:ty) => {};
 }

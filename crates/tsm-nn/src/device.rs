@@ -122,7 +122,7 @@ impl fmt::Display for DeviceKind {
     }
 }
 
-crate::choice_serde::via_str!(DeviceKind);
+tsm_core::serde_via_str!(DeviceKind);
 
 #[cfg(test)]
 mod tests {

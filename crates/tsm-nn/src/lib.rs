@@ -21,7 +21,6 @@
 #![warn(clippy::unwrap_used)]
 
 pub mod checkpoint;
-mod choice_serde;
 pub mod config;
 mod device;
 pub mod embedding;

@@ -218,7 +218,7 @@ impl fmt::Display for Parameterisation {
     }
 }
 
-crate::choice_serde::via_str!(Parameterisation);
+tsm_core::serde_via_str!(Parameterisation);
 
 /// `s = c_skip x + c_out F(c_in x, t) + c_score ∇log p_0(x)` at one time.
 #[derive(Debug, Clone, Copy, PartialEq)]
