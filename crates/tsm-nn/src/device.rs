@@ -85,6 +85,26 @@ impl DeviceKind {
     }
 }
 
+/// The device that the device-parameterised tests train and sample on: the device named by
+/// the environment variable `TSM_TEST_DEVICE` (any [`DeviceKind`] name) if it is set, else the
+/// first GPU backend compiled in (CUDA, then Metal), else the CPU.
+///
+/// So `cargo test-cuda` (an alias for `cargo test --workspace --features tsm-nn/cuda`) runs
+/// those tests on GPU 0, `cargo test-metal` on the Metal GPU, and `TSM_TEST_DEVICE=cpu` forces
+/// the CPU in either build.
+///
+/// # Errors
+/// A `TSM_TEST_DEVICE` that is not a device name, or a device that cannot be opened.
+pub fn test_device() -> Result<Device> {
+    let kind = match std::env::var("TSM_TEST_DEVICE") {
+        Ok(name) => name.parse::<DeviceKind>()?,
+        Err(_) if cfg!(feature = "cuda") => DeviceKind::Cuda { ordinal: 0 },
+        Err(_) if cfg!(feature = "metal") => DeviceKind::Metal { ordinal: 0 },
+        Err(_) => DeviceKind::Cpu,
+    };
+    kind.open()
+}
+
 impl Choice for DeviceKind {
     const KIND: &'static str = "device";
     const NAMES: &'static [&'static str] = &["cpu", "cuda", "cuda:N", "metal", "metal:N"];

@@ -55,7 +55,7 @@ pub use candle;
 /// ```
 pub use candle_nn;
 pub use config::TrainConfig;
-pub use device::DeviceKind;
+pub use device::{test_device, DeviceKind};
 pub use error::{Error, Result};
 pub use network::{MlpConfig, ModelConfig, ScoreModel};
 pub use precond::Parameterisation;

@@ -1,6 +1,11 @@
 //! Training: the two engines agree, resume is bit-identical, a NaN stops the run with the last
 //! checkpoint intact, a damaged checkpoint is a typed error, and DSM/TSM learn a Gaussian
 //! score.
+//!
+//! Device-parameterised: the candle engine, the learning test and the model evaluation run on
+//! [`tsm_nn::test_device`] — the CPU by default, the GPU under `cargo test-cuda` /
+//! `cargo test-metal` (or `TSM_TEST_DEVICE=…`). The hand-written engine is CPU-only and stays on
+//! the CPU, where it is the reference the candle engine is compared with.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -84,8 +89,28 @@ fn flat_params(t: &Trainer<'_, GaussianMixture>) -> Vec<f32> {
     out
 }
 
+/// The device under test (see the module docs).
+fn device() -> Device {
+    tsm_nn::test_device().expect("TSM_TEST_DEVICE names a device this build can open")
+}
+
+/// The engine for `device`: the hand-written one on the CPU, candle's autograd elsewhere.
+fn engine_on(device: &Device) -> EngineKind {
+    if device.is_cpu() {
+        EngineKind::Cpu
+    } else {
+        EngineKind::Candle
+    }
+}
+
+/// A trainer on the device its engine runs on: the CPU engine on the CPU, the candle engine on
+/// the device under test.
 fn trainer(cfg: TrainConfig, target: &GaussianMixture) -> Trainer<'_, GaussianMixture> {
-    Trainer::with_options(cfg, target, &Device::Cpu, threads(2)).expect("trainer")
+    let dev = match cfg.engine {
+        EngineKind::Cpu => Device::Cpu,
+        EngineKind::Candle => device(),
+    };
+    Trainer::with_options(cfg, target, &dev, threads(2)).expect("trainer")
 }
 
 #[test]
@@ -149,8 +174,12 @@ fn resume_is_bit_identical() {
         let mut first = trainer(config(engine, KAPPA, 100), &target);
         first.run(Some(&dir), |_, _| {}).expect("100 steps");
         // A different thread count must not change the bits.
+        let dev = match engine {
+            EngineKind::Cpu => Device::Cpu,
+            EngineKind::Candle => device(),
+        };
         let mut resumed =
-            Trainer::resume_with_options(&dir, &target, &Device::Cpu, threads(1)).expect("resume");
+            Trainer::resume_with_options(&dir, &target, &dev, threads(1)).expect("resume");
         assert_eq!(
             resumed.config(),
             first.config(),
@@ -271,7 +300,8 @@ fn damaged_checkpoints_are_typed_errors() {
 /// Mean over `t ∈ {0.05, 0.10, …, 0.95}` and `x_t ~ p_t` of `‖s_θ(x_t, t) − ∇log p_t(x_t)‖²`,
 /// and the same for `s = 0` (the score's second moment), on 200 points per time; EMA weights.
 fn score_error(t: &Trainer<'_, GaussianMixture>, target: &GaussianMixture) -> (f64, f64) {
-    let model = t.model(true, &Device::Cpu).expect("EMA model");
+    let dev = device();
+    let model = t.model(true, &dev).expect("EMA model");
     let d = Dim::dim(target);
     let mut rng = tsm_core::rng::stream(99, 0);
     let (mut err, mut base, mut count) = (0.0, 0.0, 0.0);
@@ -283,7 +313,7 @@ fn score_error(t: &Trainer<'_, GaussianMixture>, target: &GaussianMixture) -> (f
             p_t.sample_into(&mut rng, x);
         }
         let xf: Vec<f32> = xs.iter().map(|&v| v as f32).collect();
-        let xt = candle::Tensor::from_vec(xf, (200, d), &Device::Cpu).expect("x");
+        let xt = candle::Tensor::from_vec(xf, (200, d), &dev).expect("x");
         let s: Vec<f32> = model
             .forward(&xt, &[time; 200], None)
             .expect("forward")
@@ -320,7 +350,7 @@ fn dsm_and_tsm_learn_a_gaussian_score() {
                 ..Default::default()
             },
             batch: 256,
-            ..config(EngineKind::Cpu, kind, 600)
+            ..config(engine_on(&device()), kind, 600)
         };
         let mut t = trainer(cfg, &target);
         let (before, base) = score_error(&t, &target);
