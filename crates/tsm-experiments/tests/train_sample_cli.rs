@@ -131,7 +131,7 @@ fn bad_flag_values_name_the_flag_and_the_choices() {
     let r = train(&["--device", "cuda", "--steps", "1"], &out);
     // The binaries link the same tsm-nn as this test (cargo unifies features), so this says
     // whether they were built with CUDA, whichever crate's feature turned it on.
-    if !tsm_nn::DeviceKind::Cuda { ordinal: 0 }.is_compiled() {
+    if !(tsm_nn::DeviceKind::Cuda { ordinal: 0 }).is_compiled() {
         assert!(!r.status.success());
         let err = String::from_utf8_lossy(&r.stderr);
         assert!(err.contains("--features"), "{err}");
