@@ -27,6 +27,7 @@ pub mod exact_variance;
 pub mod mixture;
 pub mod named;
 pub mod noised_score;
+pub mod sbi;
 
 pub use error::{Error, Result};
 pub use mixture::{GaussianMixture, MixturePosterior};
