@@ -19,7 +19,7 @@ struct LayerSlot {
     fan_out: usize,
 }
 
-/// The CPU engine with a hand-written backward (see the [module docs](self)).
+/// The CPU engine with a hand-written backward (see the [engine module](crate::engine)).
 #[derive(Debug)]
 pub struct CpuEngine {
     cfg: MlpConfig,
