@@ -1,7 +1,7 @@
 //! # tsm-core
 //!
 //! The mathematics of **Target Score Matching** (De Bortoli, Hutchinson, Wirnsberger, Doucet,
-//! 2024; paper `001` in `shared/papers`), on plain `f64` slices and without tensors:
+//! 2024, arXiv:2402.08667), on plain `f64` slices and without tensors:
 //!
 //! - [`schedule`]: noising schedules `X_t = α_t X_0 + σ_t ε` (cosine, linear VP, VE) with the
 //!   forward SDE's drift `f_t` and squared diffusion `g_t²`;

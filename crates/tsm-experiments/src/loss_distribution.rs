@@ -1,4 +1,4 @@
-//! The computation behind Fig. 4 (paper `001` §4.1): the distribution of the score-matching
+//! The computation behind Fig. 4 of De Bortoli et al. (2024), §4.1: the distribution of the score-matching
 //! loss (eq. 19) **at the true score** `s = ∇log p_t`, for each target × loss × weighting.
 //!
 //! One estimate of the loss is
@@ -15,7 +15,7 @@
 //!
 //! Time range: DSM's target has infinite variance at `t = 0` (`Var(L_DSI | x_t) ~ d/σ_t²`) and
 //! TSM's at `t = 1` (`~ σ_t²/α_t²`), and the original weighting `1/σ_t²` is not integrable at
-//! `t = 0`; `t` is therefore drawn on `[10⁻³, 1 − 10⁻³]` (SPEC §3), and each weighting is
+//! `t = 0`; `t` is therefore drawn on `[10⁻³, 1 − 10⁻³]` (docs/conventions.md, *Time ranges*), and each weighting is
 //! normalised over that range.
 
 use rayon::prelude::*;

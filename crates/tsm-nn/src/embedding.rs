@@ -1,4 +1,4 @@
-//! Sinusoidal time embedding (Vaswani et al. 2017; Ho et al. 2020), as in paper `001` §4.2:
+//! Sinusoidal time embedding (Vaswani et al. 2017; Ho et al. 2020), as in De Bortoli et al. (2024), §4.2:
 //!
 //! ```text
 //! ω_k = exp(−ln(10⁴) · k / (E/2)),   k = 0 … E/2 − 1
@@ -7,7 +7,7 @@
 //!
 //! with `E` the embedding dimension (128 in the paper) and `s` a time scale (1000, so that
 //! `t ∈ [0, 1]` spans the frequencies as integer DDPM steps would; the PyTorch reference
-//! `shared/bench/train_torch.py` uses the same).
+//! `tools/train_torch.py` uses the same).
 //!
 //! The values are computed on the host in `f64` with an explicit range reduction and short
 //! polynomials written so that the compiler vectorises them (about 8× faster than `f64::sin`

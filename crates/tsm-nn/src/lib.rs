@@ -1,7 +1,7 @@
 //! # tsm-nn
 //!
 //! Candle score networks, losses, training, samplers and metrics for Target Score Matching
-//! (paper `001`, De Bortoli et al. 2024; §4.2 and Fig. 5).
+//! (De Bortoli et al. 2024, *Target Score Matching*, §4.2 and Fig. 5).
 //!
 //! - [`network`]: the paper's MLP with a sinusoidal time embedding ([`embedding`]), as a
 //!   candle-nn `Module` built from a `VarBuilder`;

@@ -2,7 +2,7 @@
 //!
 //! Targets with a known score for Target Score Matching. Today: Gaussian mixtures in `d`
 //! dimensions with diagonal covariances, whose noised marginals `p_t` and posteriors
-//! `p(x_0 | x_t)` are again Gaussian mixtures in closed form (paper `001` §4.1, eq. 17), and the
+//! `p(x_0 | x_t)` are again Gaussian mixtures in closed form (De Bortoli et al. 2024, §4.1, eq. 17), and the
 //! named targets of the paper's figures ([`named`]). [`ExactMixtureScore`] drives the samplers
 //! of `tsm_core::sampler` with a mixture's exact noised score. Lie-group, bridge and simulator
 //! targets will live here too.
