@@ -12,8 +12,9 @@
 //! seen and are reused.
 //!
 //! # One shape for both estimators
-//! [`MonteCarloScore::run`] and [`ImportanceSampledScore::run`](crate::snis::ImportanceSampledScore::run)
-//! take the same arguments, `(target, schedule, t, x_t, n, rng)`, so a caller switches between
+//! [`MonteCarloScore::run`] and
+//! [`ImportanceSampledScore::run`](crate::snis::ImportanceSampledScore::run) take the same
+//! arguments, `(target, schedule, t, x_t, n, rng)`, so a caller switches between
 //! exact posterior sampling (a target that is [`ExactPosterior`]) and importance sampling (a
 //! target known through its [`LogDensity`](crate::target::LogDensity)) by changing the type
 //! only. Both keep the identities' [`Coefficients`] given at construction, and both check them
