@@ -9,14 +9,19 @@
 //! step_00000200.safetensors    params `layers.ℓ.{weight,bias}`, `ema.…`, `adam_m.…`, `adam_v.…`
 //! ```
 //!
-//! A save writes the tensor file under a temporary name and renames it, then does the same for
-//! the JSON; only then is the previous tensor file removed. A crash at any point leaves a
-//! `checkpoint.json` that names a complete tensor file. The random state needs no saving: the
+//! A save refuses a state with a NaN or an infinity, writes the tensor file under a temporary
+//! name (`.step_N.safetensors.PID.tmp`, see [`crate::io`]) and renames it, then builds the
+//! JSON record and reads it back exactly as [`load`] will (parse, format, configuration
+//! checks), so that a record the loader would reject is never committed; then the JSON is
+//! written the same way, and only then is the previous tensor file removed. A crash at any
+//! point leaves a `checkpoint.json` that names a complete tensor file; what it may leave
+//! besides (a temporary file, a tensor file no record names) [`remove_leftovers`] deletes. The random state needs no saving: the
 //! batch of step `k` is drawn from the stream `(seed, k)` (see [`crate::train`]), so
 //! `(seed, step)` *is* the RNG state, and a resumed run continues bit-identically.
 //!
-//! Loading checks the JSON, the tensor file's length and hash, and every tensor's name and
-//! shape; anything wrong is an [`Error::Checkpoint`], never a panic.
+//! Loading checks the JSON, the configuration ([`TrainConfig::validate`]), the tensor file's
+//! length and hash, and every tensor's name and shape; anything wrong is an
+//! [`Error::Checkpoint`], never a panic.
 //!
 //! ## Format versions
 //! - 2: the configuration is self-contained ([`crate::config`]): the loss records its
@@ -82,7 +87,9 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
 /// Saves `state` at `step` into folder `dir` (created if needed); returns the JSON's path.
 ///
 /// # Errors
-/// I/O and tensor errors.
+/// [`Error::Checkpoint`] for a state holding a NaN or an infinity, or a record that would
+/// not load back (a non-finite number in it, say; nothing is committed then); I/O and
+/// tensor errors.
 pub fn save(
     dir: &Path,
     config: &TrainConfig,
@@ -91,6 +98,7 @@ pub fn save(
     state: &NamedState,
 ) -> Result<PathBuf> {
     fs::create_dir_all(dir).map_err(io(dir))?;
+    let record_path = dir.join(RECORD_FILE);
     let mut map: HashMap<String, Tensor> = HashMap::new();
     for (prefix, named) in [
         ("", state.params()),
@@ -99,19 +107,32 @@ pub fn save(
         ("adam_v.", state.adam_v()),
     ] {
         for (name, t) in named.iter() {
-            map.insert(format!("{prefix}{name}"), t.to_device(&Device::Cpu)?);
+            let t = t.to_device(&Device::Cpu)?;
+            let finite = t
+                .flatten_all()?
+                .to_dtype(candle::DType::F32)?
+                .to_vec1::<f32>()?
+                .iter()
+                .all(|v| v.is_finite());
+            if !finite {
+                return Err(Error::checkpoint(
+                    &record_path,
+                    format!("not saved: tensor `{prefix}{name}` holds non-finite values"),
+                ));
+            }
+            map.insert(format!("{prefix}{name}"), t);
         }
     }
     let file = format!("step_{step:08}.safetensors");
     let path = dir.join(&file);
-    let tmp = dir.join(format!(".{file}.tmp"));
+    let tmp = crate::io::temp_path(&path);
     candle::safetensors::save(&map, &tmp)?;
     let bytes = fs::read(&tmp).map_err(io(&tmp))?;
-    fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(io(&tmp))?;
-    fs::rename(&tmp, &path).map_err(io(&path))?;
-    let previous = read_record(dir).ok().map(|r| r.file);
+    let synced = fs::File::open(&tmp).and_then(|f| f.sync_all());
+    if let Err(e) = synced {
+        let _ = fs::remove_file(&tmp);
+        return Err(io(&tmp)(e));
+    }
     let record = CheckpointRecord {
         format: FORMAT_VERSION,
         step,
@@ -122,8 +143,33 @@ pub fn save(
         fnv1a64: format!("{:016x}", fnv1a64(&bytes)),
     };
     let json = serde_json::to_vec_pretty(&record)
-        .map_err(|e| Error::checkpoint(dir.join(RECORD_FILE), e.to_string()))?;
-    let record_path = dir.join(RECORD_FILE);
+        .map_err(|e| Error::checkpoint(&record_path, e.to_string()))?;
+    // Read the record back as `load` will, before anything is committed.
+    let back = parse_record(&record_path, &json).and_then(|back| {
+        if back == record {
+            Ok(())
+        } else {
+            Err(Error::checkpoint(
+                &record_path,
+                "the record does not read back as written (a non-finite number?)",
+            ))
+        }
+    });
+    if let Err(e) = back {
+        let _ = fs::remove_file(&tmp);
+        return Err(match e {
+            Error::Checkpoint { path, reason } => Error::Checkpoint {
+                path,
+                reason: format!("not saved: {reason}"),
+            },
+            other => other,
+        });
+    }
+    if let Err(e) = fs::rename(&tmp, &path) {
+        let _ = fs::remove_file(&tmp);
+        return Err(io(&path)(e));
+    }
+    let previous = read_record(dir).ok().map(|r| r.file);
     write_atomic(&record_path, &json)?;
     if let Some(old) = previous.filter(|old| *old != file) {
         // The new checkpoint is committed; a failure here only leaves a stale file.
@@ -135,22 +181,28 @@ pub fn save(
 /// Reads and parses `dir/checkpoint.json`.
 ///
 /// # Errors
-/// [`Error::Checkpoint`] when missing or not a valid record.
+/// [`Error::Checkpoint`] when missing or not a valid record (unreadable JSON, another
+/// format, or a configuration that [`TrainConfig::validate`] refuses).
 pub fn read_record(dir: &Path) -> Result<CheckpointRecord> {
     let path = dir.join(RECORD_FILE);
     let text =
         fs::read(&path).map_err(|e| Error::checkpoint(&path, format!("cannot read: {e}")))?;
+    parse_record(&path, &text)
+}
+
+/// Parses a record's bytes (read from `path`) and checks its configuration.
+fn parse_record(path: &Path, text: &[u8]) -> Result<CheckpointRecord> {
     // The version first, so that an older record is named as such rather than reported as
     // a field it lacks.
     #[derive(Deserialize)]
     struct Version {
         format: u32,
     }
-    let version: Version = serde_json::from_slice(&text)
-        .map_err(|e| Error::checkpoint(&path, format!("not a valid checkpoint record: {e}")))?;
+    let version: Version = serde_json::from_slice(text)
+        .map_err(|e| Error::checkpoint(path, format!("not a valid checkpoint record: {e}")))?;
     if version.format != FORMAT_VERSION {
         return Err(Error::checkpoint(
-            &path,
+            path,
             format!(
                 "format {} is not readable by this build, which reads format {FORMAT_VERSION} \
                  (retrain, or use the tsm build that wrote it)",
@@ -158,8 +210,40 @@ pub fn read_record(dir: &Path) -> Result<CheckpointRecord> {
             ),
         ));
     }
-    serde_json::from_slice(&text)
-        .map_err(|e| Error::checkpoint(&path, format!("not a valid checkpoint record: {e}")))
+    let record: CheckpointRecord = serde_json::from_slice(text)
+        .map_err(|e| Error::checkpoint(path, format!("not a valid checkpoint record: {e}")))?;
+    record
+        .config
+        .validate()
+        .map_err(|e| Error::checkpoint(path, format!("invalid configuration: {e}")))?;
+    Ok(record)
+}
+
+/// Removes what an interrupted save may leave in `dir`: temporary files of processes that
+/// are gone ([`crate::io::remove_stale_temps`]) and tensor files (`step_N.safetensors`) that
+/// the committed record does not name. Without a readable record no tensor file is touched.
+/// Returns the files removed. Call it only on a folder no other process is saving into.
+///
+/// # Errors
+/// [`Error::Io`] when `dir` cannot be listed.
+pub fn remove_leftovers(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut removed = crate::io::remove_stale_temps(dir)?;
+    let Ok(record) = read_record(dir) else {
+        return Ok(removed);
+    };
+    for entry in fs::read_dir(dir).map_err(io(dir))?.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let orphan = name.starts_with("step_")
+            && name.ends_with(".safetensors")
+            && name != record.file
+            && entry.file_type().is_ok_and(|t| t.is_file());
+        if orphan && fs::remove_file(entry.path()).is_ok() {
+            removed.push(entry.path());
+        }
+    }
+    removed.sort();
+    Ok(removed)
 }
 
 /// Loads the checkpoint in `dir`: its record and its state (on the CPU).

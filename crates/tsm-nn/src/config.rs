@@ -28,6 +28,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::engine::EngineKind;
+use crate::error::num;
 use crate::loss::LossConfig;
 use crate::network::ModelConfig;
 use crate::optim::AdamConfig;
@@ -75,32 +76,141 @@ impl TrainConfig {
         }
     }
 
-    /// Checks what can be checked without the target: the batch size, the learning rate, the
-    /// network's sizes, that the parameterisation and the loss are resolved, and the time
-    /// range (the trainer also checks the target's dimension and the loss on the range).
+    /// The largest batch (2²⁰): more is taken for a mistake and refused before allocating.
+    pub const MAX_BATCH: usize = 1 << 20;
+    /// The most steps of a run (10⁹: about a month at the CPU engine's speed).
+    pub const MAX_STEPS: u64 = 1_000_000_000;
+    /// The widest hidden layer (2¹⁴).
+    pub const MAX_HIDDEN: usize = 1 << 14;
+    /// The most hidden layers (1000).
+    pub const MAX_DEPTH: usize = 1000;
+    /// The largest time-embedding dimension (2¹⁴).
+    pub const MAX_EMBEDDING_DIM: usize = 1 << 14;
+    /// The most memory a run may be estimated to need (16 GiB, see
+    /// [`TrainConfig::memory_estimate`]).
+    pub const MAX_MEMORY_BYTES: u64 = 16 << 30;
+
+    /// A rough upper estimate of the memory a run needs, in bytes: `4 (6P + B (E + 2d + 4hL))`
+    /// for `P` parameters (the parameters, their EMA, Adam's two moments, the gradient and a
+    /// copy), batch `B`, embedding `E`, dimension `d`, width `h` and depth `L` (the
+    /// activations kept for the backward pass), all in `f32`. `None` if it overflows `u64`.
+    pub fn memory_estimate(&self) -> Option<u64> {
+        let m = &self.model.mlp;
+        let u = |x: usize| u64::try_from(x).ok();
+        // Parameters: (d + E) h + (L − 1) h² + h d weights, L h + d biases.
+        let (d, e, h, l) = (u(m.dim)?, u(m.embedding_dim)?, u(m.hidden)?, u(m.depth)?);
+        let params = d
+            .checked_add(e)?
+            .checked_mul(h)?
+            .checked_add(l.checked_sub(1)?.checked_mul(h.checked_mul(h)?)?)?
+            .checked_add(h.checked_mul(d)?)?
+            .checked_add(l.checked_mul(h)?)?
+            .checked_add(d)?;
+        let per_row = e
+            .checked_add(d.checked_mul(2)?)?
+            .checked_add(h.checked_mul(l)?.checked_mul(4)?)?;
+        params
+            .checked_mul(6)?
+            .checked_add(u(self.batch)?.checked_mul(per_row)?)?
+            .checked_mul(4)
+    }
+
+    /// Checks everything that can be checked without the target, before any work: the batch
+    /// size, the number of steps, every Adam number ([`AdamConfig::validate`]), the
+    /// network's sizes and the memory they need, that the parameterisation and the loss are
+    /// resolved, the time range, and that the loss is defined at both of its ends (the
+    /// trainer also checks the target's dimension).
     ///
     /// # Errors
-    /// [`Error::Config`] for a batch below 2 or a learning rate that is not positive;
-    /// [`Error::Core`] for an unresolved identity or parameterisation, a bad variance or
-    /// range.
+    /// [`Error::Invalid`] naming the field (`batch`, `steps`, `adam.*`, `model.mlp.dim`,
+    /// `model.mlp.hidden`, `model.mlp.depth`, `model.mlp.embedding_dim`, `memory`,
+    /// `loss.t_min`, `loss.t_max`); [`Error::Core`] for an unresolved identity or
+    /// parameterisation or a bad variance.
     pub fn validate(&self) -> Result<()> {
-        if self.batch < 2 {
-            return Err(Error::config(format!(
-                "batch must be at least 2, got {}",
-                self.batch
-            )));
+        if !(2..=Self::MAX_BATCH).contains(&self.batch) {
+            return Err(Error::invalid(
+                "batch",
+                self.batch,
+                format!("in [2, {}]", Self::MAX_BATCH),
+            ));
         }
-        if !(self.adam.lr.is_finite() && self.adam.lr > 0.0) {
-            return Err(Error::config(format!(
-                "learning rate must be positive, got {}",
-                self.adam.lr
-            )));
+        if self.steps > Self::MAX_STEPS {
+            return Err(Error::invalid(
+                "steps",
+                self.steps,
+                format!("at most {}", Self::MAX_STEPS),
+            ));
+        }
+        self.adam.validate()?;
+        let m = &self.model.mlp;
+        for (field, value, max) in [
+            ("model.mlp.dim", m.dim, Self::MAX_HIDDEN),
+            ("model.mlp.hidden", m.hidden, Self::MAX_HIDDEN),
+            ("model.mlp.depth", m.depth, Self::MAX_DEPTH),
+            (
+                "model.mlp.embedding_dim",
+                m.embedding_dim,
+                Self::MAX_EMBEDDING_DIM,
+            ),
+        ] {
+            if !(1..=max).contains(&value) {
+                return Err(Error::invalid(field, value, format!("in [1, {max}]")));
+            }
+        }
+        if m.embedding_dim % 2 != 0 {
+            return Err(Error::invalid(
+                "model.mlp.embedding_dim",
+                m.embedding_dim,
+                "even",
+            ));
+        }
+        match self.memory_estimate() {
+            Some(bytes) if bytes <= Self::MAX_MEMORY_BYTES => {}
+            estimate => {
+                return Err(Error::invalid(
+                    "memory",
+                    estimate.map_or_else(
+                        || "more than 2^64 bytes".to_owned(),
+                        |b| format!("≈ {:.1} GiB", b as f64 / f64::from(1u32 << 30)),
+                    ),
+                    format!(
+                        "at most {} GiB (a smaller batch, model.mlp.hidden, depth or \
+                         embedding_dim)",
+                        Self::MAX_MEMORY_BYTES >> 30
+                    ),
+                ));
+            }
         }
         self.model.validate()?;
-        let range = self.loss.range()?;
-        self.loss
-            .identity
-            .coefficients(&self.model.schedule, range.t_max())?;
+        let (t_min, t_max) = (self.loss.t_min, self.loss.t_max);
+        if !(0.0..1.0).contains(&t_min) {
+            return Err(Error::invalid("loss.t_min", num(t_min), "in [0, 1)"));
+        }
+        if !(t_max > 0.0 && t_max <= 1.0) {
+            return Err(Error::invalid("loss.t_max", num(t_max), "in (0, 1]"));
+        }
+        if t_min >= t_max {
+            return Err(Error::invalid(
+                "loss.t_min",
+                num(t_min),
+                format!("below loss.t_max = {}", num(t_max)),
+            ));
+        }
+        for (field, t) in [("loss.t_min", t_min), ("loss.t_max", t_max)] {
+            match self.loss.identity.coefficients(&self.model.schedule, t) {
+                Ok(_) => {}
+                Err(tsm_core::Error::UndefinedAt {
+                    identity, reason, ..
+                }) => {
+                    return Err(Error::invalid(
+                        field,
+                        num(t),
+                        format!("a time where the {identity} target is defined (there: {reason})"),
+                    ))
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
         if !(self.loss.sigma_data_sq.is_finite() && self.loss.sigma_data_sq > 0.0) {
             return Err(tsm_core::Error::NonPositive {
                 name: "sigma_data_sq",
@@ -206,6 +316,79 @@ mod tests {
         assert!(cfg.validate().is_err());
         let mut cfg = config();
         cfg.batch = 1;
-        assert!(matches!(cfg.validate(), Err(Error::Config { .. })));
+        assert!(matches!(
+            cfg.validate(),
+            Err(Error::Invalid { field: "batch", .. })
+        ));
+    }
+
+    /// The field an invalid configuration is refused for.
+    fn refused(cfg: &TrainConfig) -> &'static str {
+        match cfg.validate() {
+            Err(Error::Invalid { field, .. }) => field,
+            other => panic!("expected Error::Invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_number_is_bounded_and_named() {
+        let base = config();
+        let with = |f: &dyn Fn(&mut TrainConfig)| {
+            let mut c = base.clone();
+            f(&mut c);
+            c
+        };
+        for nan_or_out in [f64::NAN, f64::INFINITY, -1.0, 1.5] {
+            assert_eq!(
+                refused(&with(&|c| c.adam.ema_decay = nan_or_out)),
+                "adam.ema_decay"
+            );
+            assert_eq!(refused(&with(&|c| c.loss.t_min = nan_or_out)), "loss.t_min");
+            assert_eq!(refused(&with(&|c| c.loss.t_max = nan_or_out)), "loss.t_max");
+        }
+        assert_eq!(
+            refused(&with(&|c| c.adam.ema_decay = 1.0)),
+            "adam.ema_decay"
+        );
+        assert_eq!(refused(&with(&|c| c.adam.lr = 0.0)), "adam.lr");
+        assert_eq!(refused(&with(&|c| c.batch = usize::MAX)), "batch");
+        assert_eq!(refused(&with(&|c| c.steps = u64::MAX)), "steps");
+        assert_eq!(
+            refused(&with(&|c| c.model.mlp.hidden = 1_000_000)),
+            "model.mlp.hidden"
+        );
+        assert_eq!(
+            refused(&with(&|c| c.model.mlp.depth = 100_000)),
+            "model.mlp.depth"
+        );
+        assert_eq!(
+            refused(&with(&|c| c.model.mlp.embedding_dim = 1_000_000_000)),
+            "model.mlp.embedding_dim"
+        );
+        assert_eq!(
+            refused(&with(&|c| c.model.mlp.embedding_dim = 7)),
+            "model.mlp.embedding_dim"
+        );
+        // Each size within its bound, but together too big for memory.
+        let huge = with(&|c| {
+            c.model.mlp.hidden = TrainConfig::MAX_HIDDEN;
+            c.batch = TrainConfig::MAX_BATCH;
+        });
+        assert_eq!(refused(&huge), "memory");
+        // The reversed range, and an end where the loss is undefined (DSI at σ_t = 0),
+        // printed in a readable form.
+        assert_eq!(
+            refused(&with(&|c| (c.loss.t_min, c.loss.t_max) = (0.5, 0.4))),
+            "loss.t_min"
+        );
+        let mut dsi = with(&|c| c.loss.t_min = 1e-300);
+        dsi.loss.identity = ScoreIdentity::Dsi;
+        dsi.model.schedule = AnySchedule::default(); // cosine: σ_t rounds to 0 there
+        assert_eq!(refused(&dsi), "loss.t_min");
+        let msg = dsi.validate().expect_err("undefined").to_string();
+        assert!(msg.contains("1e-300") && msg.len() < 150, "{msg}");
+        // The default sizes need a few MB.
+        let bytes = base.memory_estimate().expect("estimate");
+        assert!((1 << 20..64 << 20).contains(&bytes), "{bytes}");
     }
 }

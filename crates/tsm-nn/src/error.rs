@@ -23,13 +23,38 @@ pub enum Error {
         /// Why, in words (names the missing cargo feature where that is the cause).
         reason: String,
     },
-    /// A non-finite training loss; the last good checkpoint is left untouched.
-    #[error("training loss is {value} at step {step}; stopped (the last checkpoint is intact)")]
+    /// A non-finite training loss, found before the step's update (nothing was updated).
+    /// [`Trainer::run`](crate::Trainer::run) reports it as [`Error::Diverged`].
+    #[error("training loss is {value} at step {step} (no update was made)")]
     NonFiniteLoss {
         /// The step (1-based: the step whose update would have used this loss).
         step: u64,
         /// The loss value (NaN or ±∞).
         value: f64,
+    },
+    /// A training run that diverged ([`crate::train::Divergence`]); it stopped at `step`
+    /// without saving, so the last checkpoint written (if any) is the last good one.
+    #[error("training diverged at step {step}: {reason}; {}", checkpoint_note(*.last_checkpoint))]
+    Diverged {
+        /// The step at which the divergence was detected.
+        step: u64,
+        /// What was detected.
+        reason: crate::train::Divergence,
+        /// The step of the last checkpoint this run wrote into (or resumed from) its folder,
+        /// kept as it was; `None` when there is none.
+        last_checkpoint: Option<u64>,
+    },
+    /// A configuration value outside its allowed range (a bad flag value, typically):
+    /// `field` names the [`TrainConfig`](crate::TrainConfig) field (`batch`, `adam.lr`,
+    /// `loss.t_min`, `model.mlp.hidden`, …) so that a CLI can name its flag.
+    #[error("`{field}` = {value} is invalid: must be {allowed}")]
+    Invalid {
+        /// The field's path in the configuration.
+        field: &'static str,
+        /// The offending value, formatted.
+        value: String,
+        /// What is allowed, in words.
+        allowed: String,
     },
     /// A checkpoint that is missing, truncated or corrupt.
     #[error("checkpoint {path}: {reason}")]
@@ -63,6 +88,24 @@ pub enum Error {
     },
 }
 
+/// `x` in its shortest round-trip form, in scientific notation when the plain one would be
+/// long (`1e-300`, not three hundred digits).
+pub(crate) fn num(x: f64) -> String {
+    if x == 0.0 || !x.is_finite() || (1e-4..1e15).contains(&x.abs()) {
+        format!("{x}")
+    } else {
+        format!("{x:e}")
+    }
+}
+
+/// The end of [`Error::Diverged`]'s message: whether a checkpoint is left.
+fn checkpoint_note(last: Option<u64>) -> String {
+    match last {
+        Some(step) => format!("the last good checkpoint (step {step}) is kept"),
+        None => "no checkpoint was written".to_owned(),
+    }
+}
+
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -70,6 +113,18 @@ impl Error {
     /// Shorthand for [`Error::Config`].
     pub(crate) fn config(what: impl Into<String>) -> Self {
         Self::Config { what: what.into() }
+    }
+    /// Shorthand for [`Error::Invalid`].
+    pub(crate) fn invalid(
+        field: &'static str,
+        value: impl std::fmt::Display,
+        allowed: impl Into<String>,
+    ) -> Self {
+        Self::Invalid {
+            field,
+            value: value.to_string(),
+            allowed: allowed.into(),
+        }
     }
     /// Shorthand for [`Error::Checkpoint`].
     pub(crate) fn checkpoint(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {

@@ -11,6 +11,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::num;
+use crate::{Error, Result};
+
 /// Adam's hyper-parameters and the EMA decay.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct AdamConfig {
@@ -39,6 +42,31 @@ impl Default for AdamConfig {
 }
 
 impl AdamConfig {
+    /// Checks every number: `lr` and `eps` finite and positive; `β₁`, `β₂` and the EMA decay
+    /// `δ` in `[0, 1)` (at `δ = 1` the EMA never leaves the initial weights; past 1 or below 0
+    /// it is not an average and blows up).
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] naming the field (`adam.lr`, `adam.beta1`, `adam.beta2`,
+    /// `adam.eps`, `adam.ema_decay`).
+    pub fn validate(&self) -> Result<()> {
+        for (field, value) in [("adam.lr", self.lr), ("adam.eps", self.eps)] {
+            if !(value.is_finite() && value > 0.0) {
+                return Err(Error::invalid(field, num(value), "finite and > 0"));
+            }
+        }
+        for (field, value) in [
+            ("adam.beta1", self.beta1),
+            ("adam.beta2", self.beta2),
+            ("adam.ema_decay", self.ema_decay),
+        ] {
+            if !(0.0..1.0).contains(&value) {
+                return Err(Error::invalid(field, num(value), "in [0, 1)"));
+            }
+        }
+        Ok(())
+    }
+
     /// `(lr / (1 − β₁ᵏ), 1 / (1 − β₂ᵏ))` at step `k ≥ 1`.
     pub fn bias_corrections(&self, step: u64) -> (f64, f64) {
         let k = step as i32;
@@ -74,5 +102,55 @@ pub fn adam_ema_update(
         *vi = b2 * *vi + (1.0 - b2) * g * g;
         *p -= step_size * *mi / ((*vi * bc2).sqrt() + eps);
         *e = d * *e + one_minus_d * *p;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_number_is_checked_and_named() {
+        assert!(AdamConfig::default().validate().is_ok());
+        let field = |cfg: AdamConfig| match cfg.validate() {
+            Err(Error::Invalid { field, .. }) => field,
+            other => panic!("expected Error::Invalid, got {other:?}"),
+        };
+        let d = AdamConfig::default();
+        for bad in [0.0, -1e-4, f64::NAN, f64::INFINITY] {
+            assert_eq!(field(AdamConfig { lr: bad, ..d }), "adam.lr");
+            assert_eq!(field(AdamConfig { eps: bad, ..d }), "adam.eps");
+        }
+        for bad in [1.0, 2.0, -1.0, f64::NAN, f64::NEG_INFINITY] {
+            assert_eq!(
+                field(AdamConfig {
+                    ema_decay: bad,
+                    ..d
+                }),
+                "adam.ema_decay"
+            );
+            assert_eq!(field(AdamConfig { beta1: bad, ..d }), "adam.beta1");
+            assert_eq!(field(AdamConfig { beta2: bad, ..d }), "adam.beta2");
+        }
+        // The ends that are allowed: no EMA (δ = 0), any finite positive learning rate.
+        assert!(AdamConfig {
+            ema_decay: 0.0,
+            lr: 1e30,
+            ..d
+        }
+        .validate()
+        .is_ok());
+        let msg = AdamConfig { lr: 1e-300, ..d }
+            .validate()
+            .map(|()| String::new());
+        assert!(msg.is_ok(), "tiny but positive");
+        let msg = AdamConfig {
+            ema_decay: -1e-300,
+            ..d
+        }
+        .validate()
+        .expect_err("negative")
+        .to_string();
+        assert!(msg.contains("-1e-300") && msg.len() < 80, "{msg}");
     }
 }

@@ -1,5 +1,19 @@
 //! The training loop: draw a batch, take an Adam step, update the EMA, checkpoint every `N`
-//! steps, stop with an error on a non-finite loss.
+//! steps, stop with [`Error::Diverged`] when the run diverges.
+//!
+//! **Divergence.** [`Trainer::run`] stops, without saving, when
+//! - a step's loss is not finite (checked before that step's update);
+//! - a parameter, EMA weight or Adam moment is not finite, checked before every checkpoint
+//!   and at the end of the run (so a checkpoint never holds one);
+//! - the loss's running geometric mean `exp(m_k)`, `m_k = 0.9 m_{k−1} + 0.1 ln ℓ_k`, grows
+//!   past [`TrainerOptions::divergence_factor`] (10⁴) times its lowest value in the run. A
+//!   diverging run (too large a learning rate) grows by many decades within tens of steps;
+//!   a healthy one decreases, and a single heavy-tailed batch (DSM's `1/σ_t²` near `t = 0`)
+//!   moves `m` by a tenth of its logarithm, far from the bound.
+//!
+//! The error names the step and says whether a checkpoint is left: the last one written into
+//! (or resumed from) the run's folder, which is the last good one since nothing is saved
+//! after the divergence is seen.
 //!
 //! **Randomness.** The batch of step `k` (1-based) is drawn from `tsm_core::rng::stream(seed,
 //! k)` and the initial weights from the stream `(seed, u64::MAX)`. The state of a run is
@@ -16,27 +30,166 @@ use tsm_core::target::{Sample, Score};
 use crate::checkpoint;
 use crate::config::TrainConfig;
 use crate::engine::{Engine, NamedState};
+use crate::error::num;
 use crate::loss::{Batch, BatchSampler};
 use crate::network::{init_parameters, ModelConfig, ScoreModel};
 use crate::{Error, Result};
 
 /// How a [`Trainer`] runs (not part of the run's definition: the results do not depend on
 /// it, so it is not recorded in checkpoints).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TrainerOptions {
-    /// Threads of the CPU engine (at least 1). The batch is split in a fixed way whatever
-    /// the count, so the bits of a run do not depend on it.
+    /// Threads of the CPU engine (1 to [`TrainerOptions::MAX_THREADS`]). The batch is split
+    /// in a fixed way whatever the count, so the bits of a run do not depend on it.
     pub threads: usize,
+    /// The run stops as diverged when the loss's running geometric mean exceeds this many
+    /// times its lowest value (see the [module docs](self)); `> 1`, `f64::INFINITY` turns
+    /// the check off (non-finite values still stop the run). Default 10⁴.
+    pub divergence_factor: f64,
+}
+
+impl TrainerOptions {
+    /// The most threads (1024).
+    pub const MAX_THREADS: usize = 1024;
+    /// The default [`TrainerOptions::divergence_factor`].
+    pub const DIVERGENCE_FACTOR: f64 = 1e4;
+
+    /// The defaults with `threads` threads.
+    pub fn with_threads(threads: usize) -> Self {
+        Self {
+            threads,
+            ..Self::default()
+        }
+    }
+
+    /// Checks the thread count and the divergence factor.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] naming `threads` or `divergence_factor`.
+    pub fn validate(&self) -> Result<()> {
+        if !(1..=Self::MAX_THREADS).contains(&self.threads) {
+            return Err(Error::invalid(
+                "threads",
+                self.threads,
+                format!("in [1, {}]", Self::MAX_THREADS),
+            ));
+        }
+        if self.divergence_factor.is_nan() || self.divergence_factor <= 1.0 {
+            return Err(Error::invalid(
+                "divergence_factor",
+                num(self.divergence_factor),
+                "> 1 (infinity turns the check off)",
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for TrainerOptions {
     /// As many threads as the machine offers (`std::thread::available_parallelism`, 1 if
-    /// unknown).
+    /// unknown, at most [`TrainerOptions::MAX_THREADS`]); the divergence factor 10⁴.
     fn default() -> Self {
         Self {
-            threads: std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
+            threads: std::thread::available_parallelism()
+                .map_or(1, NonZeroUsize::get)
+                .min(Self::MAX_THREADS),
+            divergence_factor: Self::DIVERGENCE_FACTOR,
         }
     }
+}
+
+/// What [`Trainer::run`] found when it stopped a run as diverged ([`Error::Diverged`]).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Divergence {
+    /// The step's loss was NaN or infinite.
+    NonFiniteLoss {
+        /// The loss.
+        value: f64,
+    },
+    /// A tensor of the training state held a NaN or an infinity.
+    NonFiniteState {
+        /// The tensor's name (`layers.0.weight`, `adam_v.layers.2.bias`, …).
+        tensor: String,
+    },
+    /// The loss's running geometric mean grew past `factor` times its lowest value.
+    LossGrowth {
+        /// The running geometric mean of the loss.
+        running: f64,
+        /// Its lowest value in the run.
+        lowest: f64,
+        /// [`TrainerOptions::divergence_factor`].
+        factor: f64,
+    },
+}
+
+impl std::fmt::Display for Divergence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NonFiniteLoss { value } => write!(f, "the loss is {value}"),
+            Self::NonFiniteState { tensor } => {
+                write!(f, "tensor `{tensor}` holds non-finite values")
+            }
+            Self::LossGrowth {
+                running,
+                lowest,
+                factor,
+            } => write!(
+                f,
+                "the loss's running mean {} is more than {} times its lowest value {} \
+                 (lower the learning rate)",
+                num(*running),
+                num(*factor),
+                num(*lowest)
+            ),
+        }
+    }
+}
+
+/// The running geometric mean of the loss and its lowest value (see the module docs).
+#[derive(Debug, Clone, Copy)]
+struct LossMonitor {
+    log_mean: f64,
+    lowest: f64,
+}
+
+impl LossMonitor {
+    /// Updates with a finite loss; returns the growth past `factor`, if any.
+    fn update(monitor: &mut Option<Self>, loss: f64, factor: f64) -> Option<Divergence> {
+        let l = loss.max(f64::MIN_POSITIVE).ln();
+        let m = monitor.get_or_insert(Self {
+            log_mean: l,
+            lowest: l,
+        });
+        m.log_mean = 0.9 * m.log_mean + 0.1 * l;
+        m.lowest = m.lowest.min(m.log_mean);
+        (m.log_mean - m.lowest > factor.ln()).then(|| Divergence::LossGrowth {
+            running: m.log_mean.exp(),
+            lowest: m.lowest.exp(),
+            factor,
+        })
+    }
+}
+
+/// The first tensor of `state` holding a NaN or an infinity.
+fn non_finite_tensor(state: &NamedState) -> Result<Option<String>> {
+    for (prefix, named) in [
+        ("", state.params()),
+        ("ema.", state.ema()),
+        ("adam_m.", state.adam_m()),
+        ("adam_v.", state.adam_v()),
+    ] {
+        for (name, t) in named {
+            let values = t
+                .flatten_all()?
+                .to_dtype(candle::DType::F32)?
+                .to_vec1::<f32>()?;
+            if !values.iter().all(|v| v.is_finite()) {
+                return Ok(Some(format!("{prefix}{name}")));
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// A training run in progress on target `T`.
@@ -47,6 +200,10 @@ pub struct Trainer<'a, T> {
     engine: Engine,
     step: u64,
     last_loss: Option<f64>,
+    divergence_factor: f64,
+    monitor: Option<LossMonitor>,
+    /// The last checkpoint written by (or resumed into) this trainer: folder and step.
+    saved: Option<(std::path::PathBuf, u64)>,
 }
 
 impl<'a, T: Score + Sample> Trainer<'a, T> {
@@ -68,7 +225,7 @@ impl<'a, T: Score + Sample> Trainer<'a, T> {
     /// As [`Trainer::new`] with explicit [`TrainerOptions`].
     ///
     /// # Errors
-    /// As [`Trainer::new`]; [`Error::Config`] for zero threads.
+    /// As [`Trainer::new`]; as [`TrainerOptions::validate`].
     pub fn with_options(
         cfg: TrainConfig,
         target: &'a T,
@@ -99,7 +256,7 @@ impl<'a, T: Score + Sample> Trainer<'a, T> {
         options: TrainerOptions,
     ) -> Result<Self> {
         let (record, state) = checkpoint::load(dir)?;
-        Self::from_state(
+        let mut trainer = Self::from_state(
             record.config,
             target,
             device,
@@ -107,7 +264,9 @@ impl<'a, T: Score + Sample> Trainer<'a, T> {
             state,
             record.step,
             record.loss,
-        )
+        )?;
+        trainer.saved = Some((dir.to_owned(), record.step));
+        Ok(trainer)
     }
 
     fn from_state(
@@ -119,9 +278,7 @@ impl<'a, T: Score + Sample> Trainer<'a, T> {
         step: u64,
         last_loss: Option<f64>,
     ) -> Result<Self> {
-        if options.threads == 0 {
-            return Err(Error::config("threads must be at least 1"));
-        }
+        options.validate()?;
         cfg.validate()?;
         let sampler = BatchSampler::new(target, &cfg.loss, &cfg.model)?;
         let engine = Engine::new(cfg.engine, &cfg.model, &state, device, options.threads)?;
@@ -131,6 +288,9 @@ impl<'a, T: Score + Sample> Trainer<'a, T> {
             engine,
             step,
             last_loss,
+            divergence_factor: options.divergence_factor,
+            monitor: None,
+            saved: None,
         })
     }
 
@@ -150,8 +310,24 @@ impl<'a, T: Score + Sample> Trainer<'a, T> {
     }
 
     /// Sets the total number of steps (e.g. to extend a resumed run).
-    pub fn set_total_steps(&mut self, steps: u64) {
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] (field `steps`) below the steps already done or above
+    /// [`TrainConfig::MAX_STEPS`].
+    pub fn set_total_steps(&mut self, steps: u64) -> Result<()> {
+        if !(self.step..=TrainConfig::MAX_STEPS).contains(&steps) {
+            return Err(Error::invalid(
+                "steps",
+                steps,
+                format!(
+                    "in [{}, {}] (at least the steps already done)",
+                    self.step,
+                    TrainConfig::MAX_STEPS
+                ),
+            ));
+        }
         self.cfg.steps = steps;
+        Ok(())
     }
 
     /// The batch of step `k` (drawn from the stream `(seed, k)`).
@@ -193,21 +369,37 @@ impl<'a, T: Score + Sample> Trainer<'a, T> {
     /// and at the end; `on_step(step, loss)` after each step (progress bars, logs).
     ///
     /// # Errors
-    /// [`Error::NonFiniteLoss`] naming the step, with the last checkpoint left intact; I/O.
+    /// [`Error::Diverged`] naming the step (see the [module docs](self)), with the last
+    /// checkpoint left as it was; I/O.
     pub fn run(&mut self, dir: Option<&Path>, mut on_step: impl FnMut(u64, f64)) -> Result<()> {
         while self.step < self.cfg.steps {
             let loss = match self.train_step() {
                 Ok(l) => l,
-                Err(e) => {
-                    tracing::error!("{e}");
-                    return Err(e);
+                Err(Error::NonFiniteLoss { step, value }) => {
+                    return Err(self.diverged(dir, step, Divergence::NonFiniteLoss { value }))
                 }
+                Err(e) => return Err(e),
             };
+            if let Some(growth) =
+                LossMonitor::update(&mut self.monitor, loss, self.divergence_factor)
+            {
+                return Err(self.diverged(dir, self.step, growth));
+            }
             on_step(self.step, loss);
             let every = self.cfg.checkpoint_every;
-            if let Some(dir) = dir {
-                if (every > 0 && self.step % every == 0) || self.step == self.cfg.steps {
-                    self.save(dir)?;
+            let last = self.step == self.cfg.steps;
+            let save = dir.filter(|_| (every > 0 && self.step % every == 0) || last);
+            if save.is_some() || last {
+                let state = self.engine.state()?;
+                if let Some(tensor) = non_finite_tensor(&state)? {
+                    return Err(self.diverged(
+                        dir,
+                        self.step,
+                        Divergence::NonFiniteState { tensor },
+                    ));
+                }
+                if let Some(dir) = save {
+                    self.save_state(dir, &state)?;
                     tracing::debug!(step = self.step, "checkpoint saved");
                 }
             }
@@ -215,19 +407,41 @@ impl<'a, T: Score + Sample> Trainer<'a, T> {
         Ok(())
     }
 
+    /// The error of a run into `dir` that diverged at `step`.
+    fn diverged(&self, dir: Option<&Path>, step: u64, reason: Divergence) -> Error {
+        Error::Diverged {
+            step,
+            reason,
+            last_checkpoint: self
+                .saved
+                .as_ref()
+                .filter(|(saved, _)| Some(saved.as_path()) == dir)
+                .map(|&(_, step)| step),
+        }
+    }
+
     /// Saves a checkpoint into `dir`.
     ///
     /// # Errors
-    /// I/O and tensor errors.
-    pub fn save(&self, dir: &Path) -> Result<()> {
-        checkpoint::save(
-            dir,
-            &self.cfg,
-            self.step,
-            self.last_loss,
-            &self.engine.state()?,
-        )?;
+    /// I/O and tensor errors; [`Error::Checkpoint`] for a state with non-finite values
+    /// (nothing is written).
+    pub fn save(&mut self, dir: &Path) -> Result<()> {
+        let state = self.engine.state()?;
+        self.save_state(dir, &state)
+    }
+
+    fn save_state(&mut self, dir: &Path, state: &NamedState) -> Result<()> {
+        checkpoint::save(dir, &self.cfg, self.step, self.last_loss, state)?;
+        self.saved = Some((dir.to_owned(), self.step));
         Ok(())
+    }
+
+    /// The step of the last checkpoint this trainer wrote into `dir` or was resumed from.
+    pub fn last_checkpoint(&self, dir: &Path) -> Option<u64> {
+        self.saved
+            .as_ref()
+            .filter(|(saved, _)| saved == dir)
+            .map(|&(_, step)| step)
     }
 
     /// The training state (parameters, EMA, moments).

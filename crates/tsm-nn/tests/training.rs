@@ -1,6 +1,7 @@
-//! Training: the two engines agree, resume is bit-identical, a NaN stops the run with the last
-//! checkpoint intact, a damaged checkpoint is a typed error, and DSM/TSM learn a Gaussian
-//! score.
+//! Training: the two engines agree, resume is bit-identical, a NaN or a diverging loss stops
+//! the run with the last checkpoint intact (and says whether there is one), a checkpoint the
+//! loader would reject is never written, a damaged checkpoint is a typed error, and DSM/TSM
+//! learn a Gaussian score.
 //!
 //! Device-parameterised: the candle engine, the learning test and the model evaluation run on
 //! [`tsm_nn::test_device`] — the CPU by default, the GPU under `cargo test-cuda` /
@@ -18,6 +19,7 @@ use tsm_core::target::{Dim, Sample, Score};
 use tsm_core::weighting::{TimeRange, Weighting};
 use tsm_nn::engine::EngineKind;
 use tsm_nn::loss::{LossConfig, TargetVariances};
+use tsm_nn::train::Divergence;
 use tsm_nn::{checkpoint, Error, MlpConfig, ModelConfig, TrainConfig, Trainer, TrainerOptions};
 use tsm_targets::{named, GaussianMixture};
 
@@ -66,7 +68,7 @@ const KAPPA: ScoreIdentity = ScoreIdentity::Kappa {
 };
 
 fn threads(n: usize) -> TrainerOptions {
-    TrainerOptions { threads: n }
+    TrainerOptions::with_threads(n)
 }
 
 fn flat_params(t: &Trainer<'_, GaussianMixture>) -> Vec<f32> {
@@ -186,7 +188,8 @@ fn resume_is_bit_identical() {
             "the record is the whole config"
         );
         assert_eq!(resumed.step(), 100);
-        resumed.set_total_steps(200);
+        resumed.set_total_steps(200).expect("200 ≥ 100");
+        assert!(resumed.set_total_steps(99).is_err(), "below the steps done");
         resumed.run(Some(&dir), |_, _| {}).expect("100 more");
         assert_eq!(flat_params(&straight), flat_params(&resumed), "{engine:?}");
         assert_eq!(straight.last_loss(), resumed.last_loss());
@@ -242,16 +245,170 @@ fn nan_stops_the_run_and_keeps_the_last_checkpoint() {
             }
         })
         .expect_err("NaN must stop the run");
+    let msg = err.to_string();
     match err {
-        Error::NonFiniteLoss { step, value } => {
+        Error::Diverged {
+            step,
+            reason: Divergence::NonFiniteLoss { value },
+            last_checkpoint,
+        } => {
             assert_eq!(step, 26);
             assert!(value.is_nan());
+            assert_eq!(last_checkpoint, Some(20));
         }
         other => panic!("wrong error {other}"),
     }
+    assert!(
+        msg.contains("step 26") && msg.contains("checkpoint (step 20) is kept"),
+        "{msg}"
+    );
     assert_eq!((seen, t.step()), (25, 25), "no update from the NaN step");
     let (record, _) = checkpoint::load(&dir).expect("the step-20 checkpoint is loadable");
     assert_eq!(record.step, 20);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_diverging_run_stops_naming_the_step_and_keeps_the_last_good_checkpoint() {
+    // DSM with lr = 10 on the eight-mode mixture: Adam moves every weight by ~10 per step and
+    // the loss grows by decades within a few steps, finite all along (the issue's
+    // `train --loss dsm --lr 10`, which used to end with a loss of 8·10¹¹).
+    let target = named::eight_modes();
+    let diverging = |checkpoint_every| TrainConfig {
+        adam: tsm_nn::optim::AdamConfig {
+            lr: 10.0,
+            ..Default::default()
+        },
+        checkpoint_every,
+        ..config(EngineKind::Cpu, DSM, 2000)
+    };
+    let dir = scratch("diverge");
+    let mut t = trainer(diverging(1), &target);
+    let err = t.run(Some(&dir), |_, _| {}).expect_err("diverges");
+    let msg = err.to_string();
+    let Error::Diverged {
+        step,
+        last_checkpoint,
+        ..
+    } = err
+    else {
+        panic!("wrong error {err}");
+    };
+    assert!(step < 200, "caught early: step {step}");
+    assert_eq!(
+        last_checkpoint,
+        Some(step - 1),
+        "saved every step until then"
+    );
+    assert_eq!(t.step(), step, "stopped there");
+    assert!(msg.contains(&format!("step {step}")), "{msg}");
+    let (record, state) = checkpoint::load(&dir).expect("the last good checkpoint loads");
+    assert_eq!(record.step, step - 1);
+    assert!(record.loss.is_some_and(f64::is_finite));
+    for (_, x) in state.params().iter().chain(state.ema()) {
+        let v = x.flatten_all().expect("f").to_vec1::<f32>().expect("v");
+        assert!(v.iter().all(|v| v.is_finite()));
+    }
+    // Without a checkpoint yet, the message says so rather than claim one.
+    let dir2 = scratch("diverge-none");
+    let mut t = trainer(diverging(0), &target);
+    let err = t.run(Some(&dir2), |_, _| {}).expect_err("diverges");
+    assert!(
+        matches!(
+            err,
+            Error::Diverged {
+                last_checkpoint: None,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("no checkpoint was written"),
+        "{err}"
+    );
+    assert!(!dir2.join(checkpoint::RECORD_FILE).exists());
+    // The paper's learning rate on the same run trains without a false alarm.
+    let mut ok = trainer(config(EngineKind::Cpu, DSM, 300), &target);
+    ok.run(None, |_, _| {}).expect("lr 1e-4 does not diverge");
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&dir2);
+}
+
+#[test]
+fn a_checkpoint_the_loader_would_reject_is_never_written() {
+    // `train --ema-decay nan` used to store `"ema_decay": null`, which nothing could load.
+    let target = named::eight_modes();
+    let mut cfg = config(EngineKind::Cpu, DSM, 2);
+    cfg.adam.ema_decay = f64::NAN;
+    assert!(matches!(
+        Trainer::new(cfg.clone(), &target, &Device::Cpu),
+        Err(Error::Invalid {
+            field: "adam.ema_decay",
+            ..
+        })
+    ));
+    // Saving it directly (bypassing the trainer's check) is refused before the commit point.
+    let good = trainer(config(EngineKind::Cpu, DSM, 2), &target);
+    let state = good.state().expect("state");
+    let dir = scratch("reject");
+    let err = checkpoint::save(&dir, &cfg, 0, None, &state).expect_err("refused");
+    assert!(err.to_string().contains("not saved"), "{err}");
+    // A non-finite loss in the record (JSON null) is refused the same way.
+    let err =
+        checkpoint::save(&dir, good.config(), 1, Some(f64::NAN), &state).expect_err("NaN loss");
+    assert!(err.to_string().contains("not saved"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert!(left.is_empty(), "nothing written: {left:?}");
+    // A record edited by hand into an invalid configuration is a one-line checkpoint error.
+    checkpoint::save(&dir, good.config(), 0, None, &state).expect("valid");
+    let path = dir.join(checkpoint::RECORD_FILE);
+    let text = std::fs::read_to_string(&path).expect("read");
+    std::fs::write(
+        &path,
+        text.replace("\"ema_decay\": 0.999", "\"ema_decay\": 2.0"),
+    )
+    .expect("write");
+    let err = checkpoint::load(&dir).map(drop).expect_err("invalid");
+    assert!(matches!(err, Error::Checkpoint { .. }), "{err}");
+    assert!(err.to_string().contains("adam.ema_decay"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn leftovers_of_an_interrupted_save_are_removed() {
+    let target = named::eight_modes();
+    let dir = scratch("leftovers");
+    let mut t = trainer(
+        TrainConfig {
+            checkpoint_every: 1,
+            ..config(EngineKind::Cpu, DSM, 3)
+        },
+        &target,
+    );
+    t.run(Some(&dir), |_, _| {}).expect("train");
+    // What a kill between the tensor file's rename and the record's commit, or during a
+    // write, leaves: an unnamed tensor file and temporary files of a dead process.
+    let orphan = dir.join("step_00000004.safetensors");
+    let temps = [
+        ".step_00000004.safetensors.4294967295.tmp",
+        ".checkpoint.json.4294967295.tmp",
+    ]
+    .map(|n| dir.join(n));
+    for f in temps.iter().chain([&orphan]) {
+        std::fs::write(f, b"partial").expect("write");
+    }
+    let removed = checkpoint::remove_leftovers(&dir).expect("clean");
+    assert!(removed.contains(&orphan), "{removed:?}");
+    assert!(!orphan.exists());
+    if std::path::Path::new("/proc/self").exists() {
+        assert!(temps.iter().all(|f| !f.exists()), "{removed:?}");
+    }
+    let (record, _) = checkpoint::load(&dir).expect("the committed checkpoint is untouched");
+    assert_eq!(record.step, 3);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -382,7 +539,10 @@ fn bad_configurations_are_errors() {
         batch: 1,
         ..config(EngineKind::Cpu, DSM, 1)
     };
-    assert!(matches!(new(bad), Err(Error::Config { .. })));
+    assert!(matches!(
+        new(bad),
+        Err(Error::Invalid { field: "batch", .. })
+    ));
     let wrong_dim = TrainConfig {
         model: small(3),
         ..config(EngineKind::Cpu, DSM, 1)
@@ -421,7 +581,13 @@ fn bad_configurations_are_errors() {
         &Device::Cpu,
         threads(0),
     );
-    assert!(matches!(zero_threads, Err(Error::Config { .. })));
+    assert!(matches!(
+        zero_threads,
+        Err(Error::Invalid {
+            field: "threads",
+            ..
+        })
+    ));
 }
 
 #[test]

@@ -74,7 +74,7 @@ fn trainer(
         config(target, engine, batch, steps)?,
         target,
         &Device::Cpu,
-        TrainerOptions { threads },
+        TrainerOptions::with_threads(threads),
     )?)
 }
 
@@ -82,7 +82,7 @@ fn steps_per_s(engine: EngineKind, threads: usize, batch: usize, steps: u64) -> 
     let target = tsm_targets::named::eight_modes();
     let mut t = trainer(&target, engine, threads, batch, 50)?;
     t.run(None, |_, _| {})?; // warm-up
-    t.set_total_steps(50 + steps);
+    t.set_total_steps(50 + steps)?;
     let start = Instant::now();
     t.run(None, |_, _| {})?;
     Ok(steps as f64 / start.elapsed().as_secs_f64())

@@ -307,7 +307,7 @@ fn main() -> Result<()> {
             let mut secs = 0.0;
             while trainer.step() < steps {
                 let next = (trainer.step() + eval_every).min(steps);
-                trainer.set_total_steps(next);
+                trainer.set_total_steps(next)?;
                 let start = std::time::Instant::now();
                 trainer.run(None, |_, _| {})?;
                 secs += start.elapsed().as_secs_f64();

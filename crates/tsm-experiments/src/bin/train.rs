@@ -114,9 +114,7 @@ fn main() -> Result<()> {
     let device = args.device.open().context("--device")?;
     let options = args
         .threads
-        .map_or_else(TrainerOptions::default, |threads| TrainerOptions {
-            threads,
-        });
+        .map_or_else(TrainerOptions::default, TrainerOptions::with_threads);
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("--out {}: cannot create", args.out.display()))?;
     let mut trainer = if args.resume {
@@ -130,7 +128,7 @@ fn main() -> Result<()> {
                 args.target
             );
         }
-        t.set_total_steps(args.steps);
+        t.set_total_steps(args.steps)?;
         t
     } else {
         let cfg = TrainConfig {
