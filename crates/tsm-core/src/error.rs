@@ -29,6 +29,24 @@ pub enum Error {
         /// The offending value.
         value: f64,
     },
+    /// An index past the end of what an accessor holds (an identity `k ≥ len()`, a coordinate
+    /// `j ≥ d`).
+    #[error("{what} index {index} is out of range (there are {len})")]
+    IndexOutOfRange {
+        /// What is indexed (`"identity"`, `"coordinate"`).
+        what: &'static str,
+        /// The index given.
+        index: usize,
+        /// How many there are.
+        len: usize,
+    },
+    /// An estimator's result asked for before it has one: before its first `run`, after a
+    /// failed `run`, or after new coefficients.
+    #[error("{op}: no estimate yet (call `run` first)")]
+    NoEstimate {
+        /// The accessor called.
+        op: &'static str,
+    },
     /// A parameter outside its allowed interval.
     #[error("parameter `{name}` = {value} is outside {allowed}")]
     OutOfRange {

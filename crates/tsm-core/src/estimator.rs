@@ -33,15 +33,15 @@
 //! # Results
 //! The accessors ([`MonteCarloScore::mean`], …) return [`Result`]: before the first successful
 //! run, after a failed one, or after [`MonteCarloScore::set_coefficients`] there is no estimate
-//! ([`Error::TooFewDraws`] with `got: 0`), and an identity index `k ≥ len()` or a coordinate
-//! `j ≥ dim` is an [`Error::OutOfRange`] — never a NaN or another identity's number.
+//! ([`Error::NoEstimate`]), and an identity index `k ≥ len()` or a coordinate
+//! `j ≥ dim` is an [`Error::IndexOutOfRange`] — never a NaN or another identity's number.
 //!
 //! ```
-//! use tsm_core::estimator::{ExactPosterior, MonteCarloScore};
+//! use tsm_core::estimator::MonteCarloScore;
 //! use tsm_core::identity::ScoreIdentity;
 //! use tsm_core::rand::Rng;
 //! use tsm_core::schedule::{Cosine, Schedule};
-//! use tsm_core::target::{Dim, PosteriorSample, Score};
+//! use tsm_core::target::{Dim, ExactPosterior, PosteriorSample, Score};
 //!
 //! /// N(0, 1) in one dimension; its posterior is N(α_t x_t, σ_t²) under a VP schedule.
 //! struct StdNormal;
@@ -88,7 +88,7 @@ use rand::Rng;
 
 use crate::identity::Coefficients;
 use crate::schedule::{check_time, Schedule};
-use crate::target::{check_dim, PosteriorSample, Score};
+use crate::target::{check_dim, ExactPosterior, PosteriorSample};
 use crate::{Error, Result};
 
 const LANES: usize = 8;
@@ -210,45 +210,6 @@ mod avx2 {
     }
 }
 
-/// A target whose posterior `p(x_0 | x_t)` under the noising `X_t = α_t X_0 + σ_t ε` can be
-/// sampled exactly: what [`MonteCarloScore`] draws from (eq. 18).
-///
-/// The estimator asks for the posterior at the `(schedule, t, x_t)` it runs at, so its draws
-/// and its coefficients always refer to the same time (see the [module docs](self)).
-pub trait ExactPosterior: Score {
-    /// The posterior at one `(t, x_t)`.
-    type Posterior: PosteriorSample;
-
-    /// The posterior `p(x_0 | x_t)` at time `t` of `schedule`.
-    ///
-    /// # Errors
-    /// The implementation's: typically [`Error::TimeOutOfRange`], [`Error::DimMismatch`] for
-    /// `x_t`, [`Error::NonFinite`] for a non-finite `x_t`.
-    fn posterior<S: Schedule + ?Sized>(
-        &self,
-        schedule: &S,
-        t: f64,
-        x_t: &[f64],
-    ) -> Result<Self::Posterior>;
-
-    /// Rewrites `post` as the posterior at `(t, x_t)`, reusing its buffers where it can
-    /// (whatever `post` held before, e.g. another target's posterior). The default builds a
-    /// new one with [`ExactPosterior::posterior`].
-    ///
-    /// # Errors
-    /// As [`ExactPosterior::posterior`].
-    fn posterior_into<S: Schedule + ?Sized>(
-        &self,
-        schedule: &S,
-        t: f64,
-        x_t: &[f64],
-        post: &mut Self::Posterior,
-    ) -> Result<()> {
-        *post = self.posterior(schedule, t, x_t)?;
-        Ok(())
-    }
-}
-
 /// Checks that every coefficient was computed at this `t` of `schedule`: its `alpha` must be
 /// the schedule's `α_t` (to `1e-12` relative). Shared by both estimators' `run`.
 ///
@@ -270,17 +231,17 @@ pub(crate) fn check_coefficients(coefficients: &[Coefficients], alpha: f64) -> R
 /// Checks an identity index `k < len` and a coordinate `j < dim` for the accessors.
 pub(crate) fn check_index(k: usize, len: usize, j: usize, dim: usize) -> Result<()> {
     if k >= len {
-        return Err(Error::OutOfRange {
-            name: "identity index k",
-            value: k as f64,
-            allowed: "0 ≤ k < len() (the number of identities)",
+        return Err(Error::IndexOutOfRange {
+            what: "identity",
+            index: k,
+            len,
         });
     }
     if j >= dim {
-        return Err(Error::OutOfRange {
-            name: "coordinate j",
-            value: j as f64,
-            allowed: "0 ≤ j < d (the dimension)",
+        return Err(Error::IndexOutOfRange {
+            what: "coordinate",
+            index: j,
+            len: dim,
         });
     }
     Ok(())
@@ -458,11 +419,7 @@ impl<P: PosteriorSample> MonteCarloScore<P> {
     /// The flat index of `(k, j)`, once there is an estimate.
     fn index(&self, k: usize, j: usize, op: &'static str) -> Result<usize> {
         if self.draws == 0 {
-            return Err(Error::TooFewDraws {
-                op,
-                needed: 2,
-                got: 0,
-            });
+            return Err(Error::NoEstimate { op });
         }
         check_index(k, self.len(), j, self.dim)?;
         Ok(k * self.dim + j)
@@ -471,10 +428,10 @@ impl<P: PosteriorSample> MonteCarloScore<P> {
     /// The estimate (eq. 18) of identity `k`, coordinate `j`.
     ///
     /// # Errors
-    /// [`Error::TooFewDraws`] (`got: 0`) when there is no estimate (see the
-    /// [module docs](self)); [`Error::OutOfRange`] for `k ≥ len()` or `j ≥ d`.
+    /// [`Error::NoEstimate`] when there is no estimate (see the [module docs](self));
+    /// [`Error::IndexOutOfRange`] for `k ≥ len()` or `j ≥ d`.
     pub fn mean(&self, k: usize, j: usize) -> Result<f64> {
-        let i = self.index(k, j, "MonteCarloScore::mean (no run yet)")?;
+        let i = self.index(k, j, "MonteCarloScore::mean")?;
         Ok(self.shift[i] + self.sum[i] / self.draws as f64)
     }
 
@@ -483,7 +440,7 @@ impl<P: PosteriorSample> MonteCarloScore<P> {
     /// # Errors
     /// As [`MonteCarloScore::mean`].
     pub fn draw_variance(&self, k: usize, j: usize) -> Result<f64> {
-        let i = self.index(k, j, "MonteCarloScore::draw_variance (no run yet)")?;
+        let i = self.index(k, j, "MonteCarloScore::draw_variance")?;
         Ok(self.variance_at(i))
     }
 
@@ -499,7 +456,7 @@ impl<P: PosteriorSample> MonteCarloScore<P> {
     /// # Errors
     /// As [`MonteCarloScore::mean`].
     pub fn estimator_variance(&self, k: usize) -> Result<f64> {
-        let first = self.index(k, 0, "MonteCarloScore::estimator_variance (no run yet)")?;
+        let first = self.index(k, 0, "MonteCarloScore::estimator_variance")?;
         let total = (first..first + self.dim)
             .map(|i| self.variance_at(i))
             .sum::<f64>();
@@ -511,7 +468,7 @@ impl<P: PosteriorSample> MonteCarloScore<P> {
     /// # Errors
     /// As [`MonteCarloScore::mean`].
     pub fn std_err(&self, k: usize, j: usize) -> Result<f64> {
-        let i = self.index(k, j, "MonteCarloScore::std_err (no run yet)")?;
+        let i = self.index(k, j, "MonteCarloScore::std_err")?;
         Ok((self.variance_at(i) / self.draws as f64).sqrt())
     }
 
@@ -537,7 +494,7 @@ mod tests {
     use super::*;
     use crate::identity::ScoreIdentity;
     use crate::schedule::Cosine;
-    use crate::target::Dim;
+    use crate::target::{Dim, Score};
 
     /// `N(0, 1)` in one dimension: posterior `N(α x_t/D, σ²/D)`, `D = α² + σ²`, and
     /// `∇log p_t(x) = −x/D`.
@@ -651,7 +608,7 @@ mod tests {
     fn accessors_before_a_run_are_errors_not_nan() {
         // Before, `mean` was 0/0 = NaN and `std_err` NaN.
         let mc: MonteCarloScore<Normal> = MonteCarloScore::new(1, &coefficients(0.3));
-        let none = |r: Result<f64>| matches!(r, Err(Error::TooFewDraws { got: 0, .. }));
+        let none = |r: Result<f64>| matches!(r, Err(Error::NoEstimate { .. }));
         assert!(none(mc.mean(0, 0)));
         assert!(none(mc.draw_variance(0, 0)));
         assert!(none(mc.std_err(0, 0)));
@@ -672,7 +629,7 @@ mod tests {
             100,
             &mut crate::rng::stream(5, 2),
         )?;
-        let out = |r: Result<f64>| matches!(r, Err(Error::OutOfRange { .. }));
+        let out = |r: Result<f64>| matches!(r, Err(Error::IndexOutOfRange { .. }));
         assert!(out(mc.mean(0, 1)), "coordinate past d");
         assert!(out(mc.mean(2, 0)), "identity past len()");
         assert!(out(mc.std_err(0, 1)) && out(mc.draw_variance(2, 0)));

@@ -345,11 +345,7 @@ impl ImportanceSampledScore {
     /// `Ok(())` once there is an estimate.
     fn estimated(&self, op: &'static str) -> Result<()> {
         if self.proposals == 0 {
-            Err(Error::TooFewDraws {
-                op,
-                needed: 2,
-                got: 0,
-            })
+            Err(Error::NoEstimate { op })
         } else {
             Ok(())
         }
@@ -365,10 +361,10 @@ impl ImportanceSampledScore {
     /// The effective sample size `(Σ w_i)² / Σ w_i²` of the last run, in `[1, K]`.
     ///
     /// # Errors
-    /// [`Error::TooFewDraws`] (`got: 0`) when there is no estimate (before a run, after a
-    /// failed one or new coefficients).
+    /// [`Error::NoEstimate`] when there is no estimate (before a run, after a failed one or
+    /// new coefficients).
     pub fn ess(&self) -> Result<f64> {
-        self.estimated("ImportanceSampledScore::ess (no run yet)")?;
+        self.estimated("ImportanceSampledScore::ess")?;
         Ok(self.ess)
     }
 
@@ -380,17 +376,17 @@ impl ImportanceSampledScore {
     /// # Errors
     /// As [`ImportanceSampledScore::ess`].
     pub fn log_marginal(&self) -> Result<f64> {
-        self.estimated("ImportanceSampledScore::log_marginal (no run yet)")?;
+        self.estimated("ImportanceSampledScore::log_marginal")?;
         Ok(self.log_mean_weight - self.dim as f64 * self.log_alpha)
     }
 
     /// The estimate `ĥ = Σ w̄_i L(x_0ⁱ)` of identity `k`, coordinate `j`.
     ///
     /// # Errors
-    /// [`Error::TooFewDraws`] (`got: 0`) when there is no estimate; [`Error::OutOfRange`]
-    /// for `k ≥ len()` or `j ≥ d`.
+    /// [`Error::NoEstimate`] when there is no estimate; [`Error::IndexOutOfRange`] for
+    /// `k ≥ len()` or `j ≥ d`.
     pub fn mean(&self, k: usize, j: usize) -> Result<f64> {
-        let c = self.at(k, j, "ImportanceSampledScore::mean (no run yet)")?;
+        let c = self.at(k, j, "ImportanceSampledScore::mean")?;
         Ok(c.a * (c.alpha * self.mean_x[j] - self.x_t[j]) + c.b * self.mean_s[j])
     }
 
@@ -399,7 +395,7 @@ impl ImportanceSampledScore {
     /// # Errors
     /// As [`ImportanceSampledScore::mean`].
     pub fn variance(&self, k: usize, j: usize) -> Result<f64> {
-        let c = self.at(k, j, "ImportanceSampledScore::variance (no run yet)")?;
+        let c = self.at(k, j, "ImportanceSampledScore::variance")?;
         Ok(self.variance_of(c, j))
     }
 
@@ -423,11 +419,7 @@ impl ImportanceSampledScore {
     /// # Errors
     /// As [`ImportanceSampledScore::mean`].
     pub fn estimator_variance(&self, k: usize) -> Result<f64> {
-        let c = self.at(
-            k,
-            0,
-            "ImportanceSampledScore::estimator_variance (no run yet)",
-        )?;
+        let c = self.at(k, 0, "ImportanceSampledScore::estimator_variance")?;
         Ok((0..self.dim).map(|j| self.variance_of(c, j)).sum())
     }
 

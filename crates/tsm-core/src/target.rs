@@ -4,7 +4,9 @@
 //!   implementing several of them has one unambiguous `x.dim()`);
 //! - [`Score`]: `∇log p_0(x)` — all that TSM's loss needs;
 //! - [`LogDensity`]: an (unnormalised) `log p_0(x)` as well — what importance sampling needs;
-//! - [`Sample`]: i.i.d. draws `x ~ p_0` — what training data needs.
+//! - [`Sample`]: i.i.d. draws `x ~ p_0` — what training data needs;
+//! - [`ExactPosterior`]: exact draws from `p(x_0 | x_t)` (a [`PosteriorSample`]) — what the
+//!   Monte Carlo score estimator needs.
 //!
 //! The slice methods are the hot path and take lengths on trust (checked in debug builds);
 //! validate once at the boundary with [`check_dim`].
@@ -13,6 +15,7 @@
 
 use rand::Rng;
 
+use crate::schedule::Schedule;
 use crate::{Error, Result};
 
 /// The dimension `d` of the space `ℝ^d` that a target, a posterior or a score lives on.
@@ -62,6 +65,45 @@ pub trait PosteriorSample: Dim {
         for o in out.chunks_exact_mut(d) {
             self.sample_into(rng, o);
         }
+    }
+}
+
+/// A target whose posterior `p(x_0 | x_t)` under the noising `X_t = α_t X_0 + σ_t ε` can be
+/// sampled exactly: what [`MonteCarloScore`](crate::estimator::MonteCarloScore) draws from (eq. 18).
+///
+/// The estimator asks for the posterior at the `(schedule, t, x_t)` it runs at, so its draws
+/// and its coefficients always refer to the same time (see the [estimator docs](crate::estimator)).
+pub trait ExactPosterior: Score {
+    /// The posterior at one `(t, x_t)`.
+    type Posterior: PosteriorSample;
+
+    /// The posterior `p(x_0 | x_t)` at time `t` of `schedule`.
+    ///
+    /// # Errors
+    /// The implementation's: typically [`Error::TimeOutOfRange`], [`Error::DimMismatch`] for
+    /// `x_t`, [`Error::NonFinite`] for a non-finite `x_t`.
+    fn posterior<S: Schedule + ?Sized>(
+        &self,
+        schedule: &S,
+        t: f64,
+        x_t: &[f64],
+    ) -> Result<Self::Posterior>;
+
+    /// Rewrites `post` as the posterior at `(t, x_t)`, reusing its buffers where it can
+    /// (whatever `post` held before, e.g. another target's posterior). The default builds a
+    /// new one with [`ExactPosterior::posterior`].
+    ///
+    /// # Errors
+    /// As [`ExactPosterior::posterior`].
+    fn posterior_into<S: Schedule + ?Sized>(
+        &self,
+        schedule: &S,
+        t: f64,
+        x_t: &[f64],
+        post: &mut Self::Posterior,
+    ) -> Result<()> {
+        *post = self.posterior(schedule, t, x_t)?;
+        Ok(())
     }
 }
 
