@@ -6,8 +6,8 @@
 //! variant touches one enum. Names that carry a number are written `name=V` (e.g.
 //! `kappa_bar=0.04`, `mixture=0.3`); [`Choice::NAMES`] spells them with a placeholder.
 //!
-//! With the `serde` feature every choice serialises as its [`Display`](std::fmt::Display)
-//! string and deserialises through [`FromStr`](std::str::FromStr), so a record reads the same
+//! With the `serde` feature every choice serialises as its [`Display`]
+//! string and deserialises through [`FromStr`], so a record reads the same
 //! as the command line that made it.
 
 use std::fmt::Display;

@@ -1,5 +1,5 @@
 //! The exact noised score of a Gaussian mixture as a
-//! [`NoisedScore`](tsm_core::sampler::NoisedScore), for driving the samplers of
+//! [`tsm_core::sampler::NoisedScore`], for driving the samplers of
 //! [`tsm_core::sampler`] without a network: a reference for what a trained model should do.
 //!
 //! ```
