@@ -16,6 +16,8 @@
 //! - [`sampler`]: reverse-SDE, probability-flow (Heun) and predictor–corrector samplers over
 //!   any time-dependent score (a network's or an exact one, conditioned or not), with time
 //!   grids uniform in `t`, in log-SNR, or Karras et al.'s ρ-schedule;
+//! - [`simulator`]: gray-box simulators for simulation-based inference and the Latent TSM
+//!   targets on their joint scores (Ko & Geffner, 2024), with the optimal weight `w_t*`;
 //! - [`target`]: capability traits for a target known through its score, its (unnormalised)
 //!   log density, or its samples;
 //! - [`quadrature`] and [`rng`]: the small numerical utilities the rest relies on.

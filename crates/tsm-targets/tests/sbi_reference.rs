@@ -96,15 +96,15 @@ fn galton_board_reference_is_calibrated() {
 
 #[test]
 fn sir_reference_on_a_reduced_grid() {
-    // One prior-predictive observation on a 24 × 24 coarse and 40 × 40 fine grid (the default
+    // One prior-predictive observation on a 20 × 20 coarse and 32 × 32 fine grid (the default
     // is 60 and 120): the coarse-to-fine box holds the posterior (outer-ring mass checked),
     // lies inside [−6, 6]², and the truth is within 6 posterior sds of the mean.
     let task = Sir::new();
     let (mut theta, mut z, mut x, mut g) = ([0.0; 2], task.new_latent(), [0.0; 30], [0.0; 2]);
     task.simulate(&mut stream(SEED, 9), &mut theta, &mut z, &mut x, &mut g);
     let grid = SirGrid {
-        coarse_cells: 24,
-        fine_cells: 40,
+        coarse_cells: 20,
+        fine_cells: 32,
         ..SirGrid::default()
     };
     let Posterior::Grid(post) = task.reference_posterior_with(&x, grid).unwrap() else {
