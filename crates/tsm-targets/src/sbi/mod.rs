@@ -85,7 +85,7 @@ pub trait Task: JointLogDensity + Send + Sync {
     /// from: a Gaussian in closed form, or a grid posterior (see the task's docs).
     ///
     /// # Errors
-    /// A bad observation (as [`Simulator::check_observation`]); a grid posterior that puts
+    /// A bad observation (as [`Simulator::check_observation`](tsm_core::simulator::Simulator::check_observation)); a grid posterior that puts
     /// mass `≥ 10⁻⁶` on its outer ring (the grid cuts off posterior mass) or whose
     /// likelihood is zero everywhere.
     fn reference_posterior(&self, x: &[f64]) -> crate::Result<Posterior>;
@@ -171,10 +171,10 @@ impl SbiTask {
         }
     }
 
-    /// Checks an observation for this task (see [`Simulator::check_observation`]).
+    /// Checks an observation for this task (see [`Simulator::check_observation`](tsm_core::simulator::Simulator::check_observation)).
     ///
     /// # Errors
-    /// As the task's [`Simulator::check_observation`].
+    /// As the task's [`Simulator::check_observation`](tsm_core::simulator::Simulator::check_observation).
     pub fn check_observation(self, x: &[f64]) -> tsm_core::Result<()> {
         struct Check<'a>(&'a [f64]);
         impl TaskVisitor for Check<'_> {
