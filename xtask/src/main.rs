@@ -69,6 +69,7 @@ const BENCHES: &[(&str, &str)] = &[
     ("mc", "bench_mc"),
     ("train", "bench_train"),
     ("snis", "bench_snis"),
+    ("sbi", "bench_sbi"),
 ];
 
 fn main() -> ExitCode {
@@ -197,7 +198,7 @@ fn print_help() {
         "reproduce-all"
     );
     println!(
-        "  {:<16} Benchmarks: mc, train, snis (default all), then their flags; e.g. `cargo xtask bench mc --repeats 5`",
+        "  {:<16} Benchmarks: mc, train, snis, sbi (default all), then their flags; e.g. `cargo xtask bench mc --repeats 5`",
         "bench"
     );
     println!("\nEnvironment: TSM_FEATURES=cuda (or metal) builds the binaries with that feature.");

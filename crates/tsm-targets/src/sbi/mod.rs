@@ -229,6 +229,8 @@ impl fmt::Display for SbiTask {
     }
 }
 
+tsm_core::serde_via_str!(SbiTask);
+
 /// Checks that every value of `x` is a whole number in `0..=max`: the check of a count task's
 /// observation (`what` names the count in the error).
 pub(crate) fn check_counts(x: &[f64], max: f64, what: &'static str) -> tsm_core::Result<()> {
