@@ -13,13 +13,16 @@
 //!   candle engine and a fast hand-written CPU engine;
 //! - [`score`]: a trained model as a `tsm_core::sampler::NoisedScore`, for the samplers of
 //!   `tsm-core` (reverse-SDE Euler–Maruyama, probability-flow Heun, predictor–corrector);
-//! - [`mmd`]: the unbiased RBF-kernel MMD²;
+//! - [`mmd`]: the unbiased RBF-kernel MMD² and a permutation two-sample test on it;
+//! - [`check`]: a PASS/FAIL check of samples against a Gaussian-mixture target (MMD² test at
+//!   the target's scales, mode shares by χ²);
 //! - [`DeviceKind`]: `cpu` / `cuda` / `metal` by name.
 //!
 //! **Architecture invariant:** depends on `tsm-core` and `tsm-targets`, never the reverse.
 #![deny(missing_docs)]
 #![warn(clippy::unwrap_used)]
 
+pub mod check;
 pub mod checkpoint;
 pub mod config;
 mod device;
