@@ -9,14 +9,17 @@
 //!
 //! Output `fig2.csv` columns (SPEC §5, then issue #18):
 //! `target,t,estimator,variance,mse,variance_exact,mse_exact`. `fig2.json` records, beside the
-//! parameters, the time the exact curves took and the cells where the Monte Carlo number is
-//! more than 5 of its own standard errors from the exact one (the rare-event cells, where the
-//! standard error itself is not well estimated; see `docs/reproduction.md`).
+//! parameters, the time the exact curves took, the cells where the Monte Carlo number is more
+//! than 5 of its own standard errors from the exact one, and the rare-event cells, where that
+//! standard error is not well estimated (fewer than 20 effective points; see
+//! `docs/reproduction.md`).
 
 use clap::Parser;
 use plotters::chart::SeriesLabelPosition;
 use tsm_core::schedule::Cosine;
-use tsm_experiments::estimator_variance::{add_exact, compute, Row, Sizes, ESTIMATORS};
+use tsm_experiments::estimator_variance::{
+    add_exact, compute, spreads, Row, Sizes, Spread, ESTIMATORS, MIN_EFFECTIVE_POINTS,
+};
 use tsm_experiments::output::RunTimer;
 use tsm_experiments::plot::{save_svg_png, Panel, PanelGrid, Series, Style};
 use tsm_experiments::{init_tracing, target_title, FigureArgs, OutputDir};
@@ -87,6 +90,24 @@ struct ExactRecord {
     /// The other cells: the rare-event cells, where the Monte Carlo standard error is not well
     /// estimated either.
     outside_5_se: Vec<Outside>,
+    /// Wall time of the exact spreads (the fourth moments behind `rare_event_cells`), seconds.
+    spread_seconds: f64,
+    /// Cells with fewer than 20 effective points (`estimator_variance::Spread`): the Monte
+    /// Carlo number and its standard error rest on a handful of points, whatever they say.
+    rare_event_cells: Vec<RareCell>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct RareCell {
+    target: String,
+    t: f64,
+    estimator: &'static str,
+    column: &'static str,
+    effective_points: f64,
+    monte_carlo: f64,
+    std_err: f64,
+    exact: f64,
+    exact_std_err: f64,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -144,14 +165,18 @@ fn main() -> anyhow::Result<()> {
     let exact_s = exact_start.elapsed().as_secs_f64();
     tracing::info!("exact curves in {exact_s:.3} s");
     out.write_csv("fig2.csv", &rows)?;
-    let exact = compare(&rows, exact_s);
+    let spread_start = std::time::Instant::now();
+    let spread = spreads(&rows, &targets, &Cosine, sizes)?;
+    let spread_s = spread_start.elapsed().as_secs_f64();
+    let exact = compare(&rows, &spread, exact_s, spread_s);
     tracing::info!(
         "Monte Carlo within 5 standard errors of exact in {} of {} cells, {} without \
-         variance, {} outside (fig2.json)",
+         variance, {} outside; {} rare-event cells (fig2.json)",
         exact.cells_within_5_se,
         exact.cells,
         exact.cells_without_variance,
-        exact.outside_5_se.len()
+        exact.outside_5_se.len(),
+        exact.rare_event_cells.len()
     );
 
     let easy_title = match args.easy_mixture_sd {
@@ -235,14 +260,29 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// Monte Carlo against exact, cell by cell and column by column, in units of the Monte Carlo
-/// standard error.
-fn compare(rows: &[Row], seconds: f64) -> ExactRecord {
+/// standard error, and the rare-event cells.
+fn compare(rows: &[Row], spread: &[Spread], seconds: f64, spread_seconds: f64) -> ExactRecord {
     let mut outside = Vec::new();
+    let mut rare = Vec::new();
     let (mut within, mut without_variance) = (0, 0);
-    for r in rows {
-        for (column, mc, se, exact) in [
-            ("variance", r.variance, r.variance_se, r.variance_exact),
-            ("mse", r.mse, r.mse_se, r.mse_exact),
+    for (r, s) in rows.iter().zip(spread) {
+        for (column, mc, se, exact, exact_se, effective) in [
+            (
+                "variance",
+                r.variance,
+                r.variance_se,
+                r.variance_exact,
+                s.variance_std_err,
+                s.variance_effective_points,
+            ),
+            (
+                "mse",
+                r.mse,
+                r.mse_se,
+                r.mse_exact,
+                s.mse_std_err,
+                s.mse_effective_points,
+            ),
         ] {
             let exact = exact.unwrap_or(f64::NAN);
             if exact == 0.0 && mc.abs() <= 1e-30 {
@@ -260,6 +300,19 @@ fn compare(rows: &[Row], seconds: f64) -> ExactRecord {
                     exact,
                 });
             }
+            if effective < MIN_EFFECTIVE_POINTS {
+                rare.push(RareCell {
+                    target: r.target.clone(),
+                    t: r.t,
+                    estimator: r.estimator,
+                    column,
+                    effective_points: effective,
+                    monte_carlo: mc,
+                    std_err: se,
+                    exact,
+                    exact_std_err: exact_se,
+                });
+            }
         }
     }
     ExactRecord {
@@ -269,5 +322,7 @@ fn compare(rows: &[Row], seconds: f64) -> ExactRecord {
         cells: 2 * rows.len(),
         cells_without_variance: without_variance,
         outside_5_se: outside,
+        spread_seconds,
+        rare_event_cells: rare,
     }
 }
