@@ -21,8 +21,9 @@ use tsm_targets::{named, ExactMixtureScore, GaussianMixture};
 
 const N: usize = 1000;
 
-/// Every sampler: the three with their defaults, and PC with other settings.
-const SAMPLERS: [Sampler; 4] = [
+/// Every sampler: the four with their defaults, PC with other settings, and DDIM with
+/// `η = 1` (the ancestral step) beside the deterministic `η = 0`.
+const SAMPLERS: [Sampler; 6] = [
     Sampler::EulerMaruyama,
     Sampler::Heun,
     Sampler::PredictorCorrector {
@@ -33,6 +34,8 @@ const SAMPLERS: [Sampler; 4] = [
         snr: 0.1,
         corrector_steps: 2,
     },
+    Sampler::DDIM,
+    Sampler::Ddim { eta: 1.0 },
 ];
 
 fn exact(target: &GaussianMixture, seed: u64) -> Vec<f64> {

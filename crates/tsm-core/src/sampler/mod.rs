@@ -13,7 +13,10 @@
 //! - **predictor–corrector** (Song et al. 2021, Alg. 1): an Euler–Maruyama predictor step,
 //!   then Langevin corrector steps at the new time, `x ← x + ε s(x, t') + √(2ε) z`, with
 //!   Song et al.'s step-size rule `ε = 2 (r ‖z‖/‖s‖)²` for a signal-to-noise ratio `r`
-//!   (Algs. 4–5) — [`Sampler::PredictorCorrector`].
+//!   (Algs. 4–5) — [`Sampler::PredictorCorrector`];
+//! - **DDIM** (Song, Meng & Ermon 2021, eqs. 12 and 16) on the score, `ε̂ = −σ_t s(x, t)`:
+//!   `x ← α_{t'} x̂₀ + √(σ_{t'}² − c²) ε̂ + c z` with `x̂₀ = (x − σ_t ε̂)/α_t` and the noise
+//!   level `c` set by `η ∈ [0, 1]` (`η = 0` deterministic) — [`Sampler::Ddim`], see [`ddim`].
 //!
 //! No noise is added on the last step (and no corrector runs after it): the last step is the
 //! usual final denoising step. This holds for every sampler (tested).
@@ -70,6 +73,7 @@
 //!       equations*, eqs. 6 and 13, Algs. 1, 4 and 5.
 //! [^2]: Karras et al. (2022), *Elucidating the design space of diffusion-based generative
 //!       models*, Alg. 1 (Heun) and eq. 5 (the ρ-schedule).
+//! [^3]: Song, Meng & Ermon (2021), *Denoising diffusion implicit models*, eqs. 12 and 16.
 
 use std::fmt;
 use std::ops::ControlFlow;
@@ -88,13 +92,14 @@ mod solvers;
 
 pub use grid::TimeGrid;
 pub use score::{ConditionalScore, Conditioned, NoisedScore};
-pub use solvers::{euler_maruyama, heun, predictor_corrector};
+pub use solvers::{ddim, euler_maruyama, heun, predictor_corrector};
 
-/// One of the samplers, chosen at run time (`em`, `heun`, `pc`; see the [module docs](self)).
+/// One of the samplers, chosen at run time (`em`, `heun`, `pc`, `ddim`; see the
+/// [module docs](self)).
 ///
 /// Parses from and prints as its name: `em`, `heun`, `pc` (with the default `r = 0.16`, one
-/// corrector step), `pc=R` (signal-to-noise ratio `R`, one corrector step) or `pc=R,K` (`K`
-/// corrector steps).
+/// corrector step), `pc=R` (signal-to-noise ratio `R`, one corrector step), `pc=R,K` (`K`
+/// corrector steps), `ddim` (deterministic, `η = 0`) or `ddim=ETA` (`η ∈ [0, 1]`).
 ///
 /// ```
 /// use tsm_core::sampler::Sampler;
@@ -103,7 +108,8 @@ pub use solvers::{euler_maruyama, heun, predictor_corrector};
 /// let pc: Sampler = "pc=0.1,2".parse()?;
 /// assert_eq!(pc, Sampler::PredictorCorrector { snr: 0.1, corrector_steps: 2 });
 /// assert_eq!(pc.to_string(), "pc=0.1,2");
-/// assert!("ddim".parse::<Sampler>().is_err()); // lists the valid names
+/// assert_eq!("ddim=0.5".parse::<Sampler>()?, Sampler::Ddim { eta: 0.5 });
+/// assert!("euler".parse::<Sampler>().is_err()); // lists the valid names
 /// # Ok::<(), tsm_core::Error>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -122,6 +128,12 @@ pub enum Sampler {
         /// Corrector steps after each predictor step but the last (1).
         corrector_steps: usize,
     },
+    /// DDIM on the score ([`ddim`]); `N` score evaluations. Deterministic for `η = 0`.
+    Ddim {
+        /// The noise level `η ∈ [0, 1]` (Song, Meng & Ermon 2021, eq. 16): `0` is the
+        /// deterministic sampler, `1` the ancestral (DDPM) step.
+        eta: f64,
+    },
 }
 
 impl Sampler {
@@ -138,13 +150,23 @@ impl Sampler {
         }
     }
 
-    /// The short name, without parameters (`em`, `heun`, `pc`).
+    /// Deterministic DDIM (`η = 0`).
+    pub const DDIM: Self = Self::Ddim { eta: 0.0 };
+
+    /// The short name, without parameters (`em`, `heun`, `pc`, `ddim`).
     pub fn name(&self) -> &'static str {
         match self {
             Self::EulerMaruyama => "em",
             Self::Heun => "heun",
             Self::PredictorCorrector { .. } => "pc",
+            Self::Ddim { .. } => "ddim",
         }
+    }
+
+    /// Whether the sampler draws no random numbers (Heun, DDIM with `η = 0`): the same
+    /// starting state gives the same samples.
+    pub fn is_deterministic(&self) -> bool {
+        matches!(self, Self::Heun) || matches!(self, Self::Ddim { eta } if *eta == 0.0)
     }
 
     /// Runs the sampler from the state `x` (`[n, d]`, the caller's draw at `grid.t_max()`)
@@ -156,7 +178,8 @@ impl Sampler {
     /// [`Error::OutOfRange`] if `x.len()` is not a multiple of `d ≥ 1`;
     /// [`Error::NonFinite`] for a non-finite starting state, a non-finite `f_t` or `g_t²` on
     /// the grid (e.g. the cosine schedule at `t = 1`), or a state that became non-finite;
-    /// [`Error::NonPositive`] for a bad `snr`; whatever the score reports.
+    /// [`Error::NonPositive`] for a bad `snr`; [`Error::OutOfRange`] for DDIM's `η ∉ [0, 1]`;
+    /// whatever the score reports.
     pub fn run<S, R>(
         &self,
         score: &mut S,
@@ -186,13 +209,15 @@ impl Sampler {
                 rng,
                 callback,
             ),
+            Self::Ddim { eta } => ddim(score, x, schedule, grid, eta, rng, callback),
         }
     }
 }
 
 impl Choice for Sampler {
     const KIND: &'static str = "sampler";
-    const NAMES: &'static [&'static str] = &["em", "heun", "pc", "pc=R", "pc=R,K"];
+    const NAMES: &'static [&'static str] =
+        &["em", "heun", "pc", "pc=R", "pc=R,K", "ddim", "ddim=ETA"];
 }
 
 impl fmt::Display for Sampler {
@@ -208,6 +233,7 @@ impl fmt::Display for Sampler {
                 }
                 Ok(())
             }
+            Self::Ddim { eta } if eta != 0.0 => write!(f, "ddim={eta}"),
             _ => f.write_str(self.name()),
         }
     }
@@ -221,6 +247,15 @@ impl FromStr for Sampler {
             "em" => Ok(Self::EulerMaruyama),
             "heun" => Ok(Self::Heun),
             "pc" => Ok(Self::predictor_corrector()),
+            "ddim" => Ok(Self::DDIM),
+            other if other.starts_with("ddim=") => {
+                let eta: f64 = other["ddim=".len()..]
+                    .trim()
+                    .parse()
+                    .map_err(|_| unknown::<Self>(s))?;
+                solvers::check_eta(eta)?;
+                Ok(Self::Ddim { eta })
+            }
             other => {
                 let params = other
                     .strip_prefix("pc=")

@@ -131,6 +131,88 @@ where
     })
 }
 
+/// DDIM (Song, Meng & Ermon 2021, eq. 12, with their σ_τ(η) of eq. 16), written on the
+/// score: with `ε̂ = −σ_t s(x, t)` the predicted noise and `x̂₀ = (x − σ_t ε̂)/α_t` the
+/// predicted clean point,
+///
+/// `x ← α_{t'} x̂₀ + √(σ_{t'}² − c²) ε̂ + c z`,
+/// `c = η (σ_{t'}/σ_t) √(σ_t² − (α_t/α_{t'})² σ_{t'}²)`, `z ~ N(0, I)`.
+///
+/// For a variance-preserving schedule (`σ² = 1 − α²`) this is DDIM exactly (their `ᾱ` is our
+/// `α²`, and `c` is their `σ_τ(η)`); `η = 0` is the deterministic sampler, `η = 1` the
+/// ancestral DDPM step. The same formula holds for any `(α_t, σ_t)`, since it only uses
+/// the Gaussian posterior `q(x_{t'} | x_t, x₀)` with the right marginals: for VE (`α = 1`)
+/// the deterministic step is `x ← x + (σ_{t'} − σ_t) ε̂`, Euler's method for the
+/// probability-flow ODE in `σ` (Karras et al. 2022, eq. 4). No noise on the last step
+/// (`c = 0`, a deterministic DDIM step); `η = 0` draws no random numbers at all. One score
+/// evaluation per step.
+///
+/// # Errors
+/// [`Error::OutOfRange`] for `η ∉ [0, 1]`; [`Error::NonFinite`] where `α_{t'}/α_t` is not
+/// finite (e.g. the cosine schedule at `t = 1`, where `α_t = 0`); as
+/// [`Sampler::run`](super::Sampler::run).
+pub fn ddim<S, R>(
+    score: &mut S,
+    x: &mut [f64],
+    schedule: &(impl Schedule + ?Sized),
+    grid: &TimeGrid,
+    eta: f64,
+    rng: &mut R,
+    callback: Option<&mut Callback<'_>>,
+) -> Result<Outcome>
+where
+    S: NoisedScore + ?Sized,
+    R: Rng + ?Sized,
+{
+    check_eta(eta)?;
+    check_state(score.dim(), x)?;
+    let mut s = vec![0.0; x.len()];
+    drive(grid, x, callback, |step, x| {
+        let (t, t_next) = (step.t, step.t_next);
+        let (a, sig) = (schedule.alpha(t), schedule.sigma(t));
+        let (a_next, sig_next) = (schedule.alpha(t_next), schedule.sigma(t_next));
+        let ratio = a_next / a;
+        if !ratio.is_finite() {
+            return Err(Error::NonFinite {
+                op: "DDIM's α_{t'}/α_t on the time grid",
+                value: ratio,
+            });
+        }
+        // c = η (σ'/σ) √(σ² − (α/α')² σ'²); the radicand is ≥ 0 up to rounding for a
+        // schedule whose signal-to-noise ratio decreases in t.
+        let c = if step.last || eta == 0.0 {
+            0.0
+        } else {
+            let radicand = sig * sig - (sig_next / ratio).powi(2);
+            eta * (sig_next / sig) * radicand.max(0.0).sqrt()
+        };
+        let eps_scale = (sig_next * sig_next - c * c).max(0.0).sqrt();
+        score.noised_score(x, t, &mut s)?;
+        for (xi, si) in x.iter_mut().zip(s.iter()) {
+            let eps = -sig * si; // ε̂ = −σ_t s(x, t)
+            let x0 = (*xi - sig * eps) / a; // x̂₀ = (x − σ_t ε̂)/α_t
+            *xi = a_next * x0 + eps_scale * eps;
+            if c > 0.0 {
+                *xi += c * rng.sample::<f64, _>(StandardNormal);
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Checks DDIM's `η ∈ [0, 1]`.
+pub(super) fn check_eta(eta: f64) -> Result<f64> {
+    if (0.0..=1.0).contains(&eta) {
+        Ok(eta)
+    } else {
+        Err(Error::OutOfRange {
+            name: "eta",
+            value: eta,
+            allowed: "[0, 1]",
+        })
+    }
+}
+
 /// One step `τ_k → τ_{k+1}` as a sampler's body sees it.
 struct Interval {
     t: f64,

@@ -45,8 +45,10 @@ fn gaussian(mean: &[f64], var: f64) -> GaussianScore<Cosine> {
     }
 }
 
-fn all_samplers() -> [Sampler; 4] {
+fn all_samplers() -> [Sampler; 6] {
     [
+        Sampler::DDIM,
+        Sampler::Ddim { eta: 1.0 },
         Sampler::EulerMaruyama,
         Sampler::Heun,
         Sampler::predictor_corrector(),
@@ -96,14 +98,38 @@ fn names_round_trip_and_unknown_names_list_the_valid_ones() {
         "pc=0.16,0".parse::<Sampler>().expect("pc").to_string(),
         "pc=0.16,0"
     );
-    let err = "ddim".parse::<Sampler>().expect_err("unknown");
+    assert_eq!("ddim".parse::<Sampler>().expect("ddim"), Sampler::DDIM);
+    assert_eq!(Sampler::DDIM.to_string(), "ddim");
+    assert_eq!(Sampler::Ddim { eta: 0.3 }.to_string(), "ddim=0.3");
+    assert_eq!(
+        "ddim=1".parse::<Sampler>().expect("ddim=1"),
+        Sampler::Ddim { eta: 1.0 }
+    );
+    let err = "euler".parse::<Sampler>().expect_err("unknown");
     assert_eq!(
         err.to_string(),
-        "unknown sampler `ddim`; valid names: em, heun, pc, pc=R, pc=R,K"
+        "unknown sampler `euler`; valid names: em, heun, pc, pc=R, pc=R,K, ddim, ddim=ETA"
     );
-    for bad in ["pc=x", "pc=0.1,-1", "pc=0.1,1.5", "pc=", "em=1"] {
+    for bad in [
+        "pc=x",
+        "pc=0.1,-1",
+        "pc=0.1,1.5",
+        "pc=",
+        "em=1",
+        "ddim=",
+        "ddim=x",
+    ] {
         assert!(
             matches!(bad.parse::<Sampler>(), Err(Error::UnknownName { .. })),
+            "{bad}"
+        );
+    }
+    for bad in ["ddim=1.5", "ddim=-0.1", "ddim=nan"] {
+        assert!(
+            matches!(
+                bad.parse::<Sampler>(),
+                Err(Error::OutOfRange { name: "eta", .. })
+            ),
             "{bad}"
         );
     }
@@ -251,7 +277,9 @@ fn no_noise_is_added_on_the_last_step_by_any_sampler() {
             .expect("run");
         assert_eq!(before_last, Some(draws.get()), "{sampler}");
         // The stochastic samplers did draw before (the count can tell).
-        if sampler != Sampler::Heun {
+        if sampler.is_deterministic() {
+            assert_eq!(draws.get(), 0, "{sampler}");
+        } else {
             assert!(draws.get() > 0, "{sampler}");
         }
     }
@@ -407,6 +435,19 @@ fn bad_input_is_a_typed_error() {
         ),
         Err(Error::NonPositive { name: "snr", .. })
     ));
+    let bad_eta = Sampler::Ddim { eta: 2.0 };
+    let mut x = vec![0.0, 0.0];
+    assert!(matches!(
+        bad_eta.run(
+            &mut gaussian(&[0.0, 0.0], 1.0),
+            &mut x,
+            &Cosine,
+            &grid,
+            &mut rng,
+            None
+        ),
+        Err(Error::OutOfRange { name: "eta", .. })
+    ));
     let cfg = SamplerConfig {
         data_variance: -1.0,
         ..SamplerConfig::default()
@@ -458,4 +499,66 @@ fn a_models_own_error_comes_back_whole() {
     };
     assert!(inner.downcast_ref::<std::io::Error>().is_some());
     assert_eq!(err.clone(), err);
+}
+
+/// One DDIM step by hand, from the formula of Song, Meng & Ermon (2021, eqs. 12 and 16) in
+/// their notation (`ᾱ = α²` on a variance-preserving schedule), against the sampler.
+#[test]
+fn ddim_step_matches_the_papers_formula() {
+    let score = &mut gaussian(&[0.5], 0.3);
+    let (t, t_next) = (0.6, 0.35);
+    let grid = TimeGrid::from_times(vec![t, t_next, 0.1]).expect("grid");
+    for eta in [0.0, 0.4, 1.0] {
+        let x0 = 1.3;
+        let mut x = vec![x0];
+        let mut first = None;
+        let mut record = |s: &Step<'_>| {
+            first = Some(s.x[0]);
+            ControlFlow::Break(())
+        };
+        let mut rng = crate::rng::stream(8, 0);
+        Sampler::Ddim { eta }
+            .run(score, &mut x, &Cosine, &grid, &mut rng, Some(&mut record))
+            .expect("run");
+        // The paper's step with the same normal draw (drawn only when σ_τ(η) > 0).
+        let (ab, ab_next) = (Cosine.alpha(t).powi(2), Cosine.alpha(t_next).powi(2));
+        let mut s = [0.0];
+        score.noised_score(&[x0], t, &mut s).expect("score");
+        let eps = -(1.0 - ab).sqrt() * s[0];
+        let sigma_eta = eta * ((1.0 - ab_next) / (1.0 - ab)).sqrt() * (1.0 - ab / ab_next).sqrt();
+        let pred_x0 = (x0 - (1.0 - ab).sqrt() * eps) / ab.sqrt();
+        let mut want = ab_next.sqrt() * pred_x0 + (1.0 - ab_next - sigma_eta.powi(2)).sqrt() * eps;
+        if eta > 0.0 {
+            let z: f64 = crate::rng::stream(8, 0).sample(StandardNormal);
+            want += sigma_eta * z;
+        }
+        let got = first.expect("one step");
+        assert!((got - want).abs() < 1e-12, "η = {eta}: {got} vs {want}");
+    }
+}
+
+/// On VE (`α = 1`) deterministic DDIM is Euler's method in `σ` for the probability-flow ODE:
+/// `x ← x + (σ_{t'} − σ_t) ε̂` (Karras et al. 2022, eq. 4).
+#[test]
+fn ddim_on_ve_is_euler_in_sigma() {
+    let ve = crate::schedule::Ve::standard();
+    let mut score = GaussianScore {
+        mean: vec![0.2, -0.4],
+        var: 0.5,
+        schedule: ve,
+    };
+    let grid = TimeGrid::from_times(vec![0.8, 0.5]).expect("grid");
+    let start = vec![3.0, -1.0];
+    let mut x = start.clone();
+    let mut rng = crate::rng::stream(0, 0);
+    Sampler::DDIM
+        .run(&mut score, &mut x, &ve, &grid, &mut rng, None)
+        .expect("run");
+    let mut s = vec![0.0; 2];
+    score.noised_score(&start, 0.8, &mut s).expect("score");
+    let (sig, sig_next) = (ve.sigma(0.8), ve.sigma(0.5));
+    for j in 0..2 {
+        let want = start[j] + (sig_next - sig) * (-sig * s[j]);
+        assert!((x[j] - want).abs() < 1e-12 * (1.0 + want.abs()), "{j}");
+    }
 }
