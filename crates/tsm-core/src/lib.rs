@@ -39,12 +39,14 @@
 #![deny(missing_docs)]
 #![warn(clippy::unwrap_used)]
 
+pub mod bridge;
 pub mod choice;
 mod error;
 pub mod estimator;
 pub mod fastmath;
 pub mod gaussian_variance;
 pub mod identity;
+pub mod noise_model;
 pub mod quadrature;
 pub mod rng;
 pub mod sampler;

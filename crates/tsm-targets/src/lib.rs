@@ -22,10 +22,12 @@
 #![deny(missing_docs)]
 #![warn(clippy::unwrap_used)]
 
+pub mod bridge;
 mod error;
 pub mod exact_variance;
 pub mod mixture;
 pub mod named;
+pub mod noise;
 pub mod noised_score;
 pub mod sbi;
 
