@@ -16,6 +16,8 @@
 //! - [`sampler`]: reverse-SDE, probability-flow (Heun) and predictor–corrector samplers over
 //!   any time-dependent score (a network's or an exact one, conditioned or not), with time
 //!   grids uniform in `t`, in log-SNR, or Karras et al.'s ρ-schedule;
+//! - [`likelihood`]: `log p₀(x)` through the probability-flow ODE (adaptive Dormand–Prince,
+//!   exact divergence or Hutchinson's estimator with its standard error);
 //! - [`simulator`]: gray-box simulators for simulation-based inference and the Latent TSM
 //!   targets on their joint scores (Ko & Geffner, 2024), with the optimal weight `w_t*`;
 //! - [`target`]: capability traits for a target known through its score, its (unnormalised)
@@ -46,6 +48,7 @@ pub mod estimator;
 pub mod fastmath;
 pub mod gaussian_variance;
 pub mod identity;
+pub mod likelihood;
 pub mod noise_model;
 pub mod quadrature;
 pub mod rng;
