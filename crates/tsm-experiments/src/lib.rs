@@ -15,14 +15,18 @@ pub mod training;
 pub use cli::FigureArgs;
 pub use output::{OutputDir, RunRecord};
 
-/// Initialises `tracing` once: `RUST_LOG` filters (default `info`), logs to stderr.
+/// Initialises `tracing` once: `RUST_LOG` filters (default `info`), logs to stderr, in colour
+/// only when stderr is a terminal and `NO_COLOR` is not set (a log file gets plain text).
 pub fn init_tracing() {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     // A second initialisation (in tests) is harmless: ignore its error.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .with_target(false)
         .try_init();
 }

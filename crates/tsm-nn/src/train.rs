@@ -136,11 +136,9 @@ impl std::fmt::Display for Divergence {
                 factor,
             } => write!(
                 f,
-                "the loss's running mean {} is more than {} times its lowest value {} \
-                 (lower the learning rate)",
-                num(*running),
+                "the loss's running mean {running:.3e} is more than {} times its lowest \
+                 value {lowest:.3e} (lower the learning rate)",
                 num(*factor),
-                num(*lowest)
             ),
         }
     }
@@ -328,6 +326,12 @@ impl<'a, T: Score + Sample> Trainer<'a, T> {
         }
         self.cfg.steps = steps;
         Ok(())
+    }
+
+    /// Sets how often [`Trainer::run`] checkpoints (0: only at the end). It does not change
+    /// the run's results, so a resumed run may change it.
+    pub fn set_checkpoint_every(&mut self, every: u64) {
+        self.cfg.checkpoint_every = every;
     }
 
     /// The batch of step `k` (drawn from the stream `(seed, k)`).

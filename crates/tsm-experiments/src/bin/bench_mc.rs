@@ -6,6 +6,7 @@
 use clap::Parser;
 use tsm_core::schedule::Cosine;
 use tsm_experiments::bench::report_repeats;
+use tsm_experiments::cli::count;
 use tsm_experiments::estimator_variance::{compute, Sizes};
 use tsm_targets::named;
 
@@ -16,9 +17,12 @@ struct Args {
     /// Use the reduced sizes of `--quick` figure runs
     #[arg(long)]
     quick: bool,
-    /// Number of timed repetitions (the best and the median are reported)
-    #[arg(long, default_value_t = 3)]
+    /// Number of timed repetitions, 1 to 1000 (the best and the median are reported)
+    #[arg(long, default_value_t = 3, value_parser = count::<usize>(1..=1000))]
     repeats: usize,
+    /// Check the flags, print what would run, and exit
+    #[arg(long)]
+    dry_run: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -39,6 +43,9 @@ fn main() -> anyhow::Result<()> {
         draws as f64,
         rayon::current_num_threads()
     );
+    if args.dry_run {
+        return Ok(());
+    }
     report_repeats(args.repeats, draws as f64, "draw", |r| {
         std::hint::black_box(compute(&targets, &Cosine, sizes, r)?);
         Ok(String::new())

@@ -14,6 +14,7 @@ use tsm_core::identity::{Coefficients, ScoreIdentity};
 use tsm_core::schedule::{Cosine, Schedule};
 use tsm_core::snis::ImportanceSampledScore;
 use tsm_experiments::bench::report_repeats;
+use tsm_experiments::cli::{count, usage_error};
 use tsm_targets::GaussianMixture;
 
 /// Times SNIS score estimation and prints the wall time and proposals per second.
@@ -23,19 +24,25 @@ struct Args {
     /// Reduced sizes (1,000 points) for a smoke run
     #[arg(long)]
     quick: bool,
-    /// Number of timed repetitions (the best and the median are reported)
-    #[arg(long, default_value_t = 3)]
+    /// Number of timed repetitions, 1 to 1000 (the best and the median are reported)
+    #[arg(long, default_value_t = 3, value_parser = count::<usize>(1..=1000))]
     repeats: usize,
-    /// Dimension d of the Gaussian target N(0, I_d)
-    #[arg(long, default_value_t = 32)]
+    /// Dimension d of the Gaussian target N(0, I_d), 1 to 4096
+    #[arg(long, default_value_t = 32, value_parser = count::<usize>(1..=4096))]
     dim: usize,
-    /// Number of points x_t
-    #[arg(long, default_value_t = 10_000)]
+    /// Number of points x_t, 1 to 10⁷
+    #[arg(long, default_value_t = 10_000, value_parser = count::<usize>(1..=10_000_000))]
     points: usize,
-    /// Proposals K per point
-    #[arg(long, default_value_t = 1_000)]
+    /// Proposals K per point, 2 to 10⁶
+    #[arg(long, default_value_t = 1_000, value_parser = count::<usize>(2..=1_000_000))]
     proposals: usize,
+    /// Check the flags, print what would run, and exit
+    #[arg(long)]
+    dry_run: bool,
 }
+
+/// The most `repeats × points × proposals × dim` (the default is 10⁹; this is hours).
+const MAX_WORK: u128 = 10_000_000_000_000;
 
 /// Points per rayon work item (each item owns one estimator and one random stream).
 const CHUNK: usize = 64;
@@ -102,6 +109,20 @@ fn main() -> Result<()> {
     } else {
         args.points
     };
+    let work = args.repeats as u128 * points as u128 * args.proposals as u128 * args.dim as u128;
+    if work > MAX_WORK {
+        usage_error::<Args>(format!(
+            "--repeats × --points × --proposals × --dim is {work:.1e}, more than {MAX_WORK:.0e} \
+             (hours of work); lower them"
+        ));
+    }
+    if args.dry_run {
+        println!(
+            "dry run: would time SNIS with d = {}, {points} points × {} proposals, {} repeats",
+            args.dim, args.proposals, args.repeats
+        );
+        return Ok(());
+    }
     let target = GaussianMixture::gaussian(args.dim, 1.0)?;
     let total = points as f64 * args.proposals as f64;
     println!(

@@ -20,6 +20,7 @@ use clap::Parser;
 use tsm_core::identity::ScoreIdentity;
 use tsm_core::sampler::SamplerConfig;
 use tsm_core::weighting::Weighting;
+use tsm_experiments::cli::{count, flag_error, usage_error};
 use tsm_experiments::training::tune_cpu;
 use tsm_nn::candle::Device;
 use tsm_nn::engine::EngineKind;
@@ -32,19 +33,26 @@ use tsm_targets::GaussianMixture;
 #[derive(Debug, Parser)]
 #[command(version, long_about = None)]
 struct Args {
-    /// Timed steps per variant and round
-    #[arg(long, default_value_t = 1000)]
+    /// Timed steps per variant and round, 1 to 10⁷
+    #[arg(long, default_value_t = 1000, value_parser = count::<u64>(1..=10_000_000))]
     steps: u64,
-    /// Rounds (variants interleaved)
-    #[arg(long, default_value_t = 3)]
+    /// Rounds (variants interleaved), 1 to 1000
+    #[arg(long, default_value_t = 3, value_parser = count::<usize>(1..=1000))]
     rounds: usize,
-    /// Batch size
-    #[arg(long, default_value_t = 512)]
+    /// Batch size (2 to 2²⁰)
+    #[arg(long, default_value_t = 512,
+          value_parser = count::<usize>(2..=TrainConfig::MAX_BATCH as u64))]
     batch: usize,
     /// Skip the candle autograd variant
     #[arg(long)]
     no_autograd: bool,
+    /// Check the flags, print what would run, and exit
+    #[arg(long)]
+    dry_run: bool,
 }
+
+/// The most `rounds × steps` (the default is 3000).
+const MAX_WORK: u128 = 100_000_000;
 
 fn config(
     target: &GaussianMixture,
@@ -114,6 +122,26 @@ fn main() -> Result<()> {
     tune_cpu();
     tsm_experiments::init_tracing();
     let args = Args::parse();
+    let work = args.rounds as u128 * u128::from(args.steps);
+    if work > MAX_WORK {
+        usage_error::<Args>(format!(
+            "--rounds × --steps is {work}, more than {MAX_WORK:.0e} (days of work); lower them"
+        ));
+    }
+    let target = tsm_targets::named::eight_modes();
+    if let Err(e) = config(&target, EngineKind::Cpu, args.batch, args.steps)?.validate() {
+        return Err(flag_error::<Args>(
+            e,
+            &[("batch", "--batch"), ("memory", "--batch")],
+        ));
+    }
+    if args.dry_run {
+        println!(
+            "dry run: would time {} rounds of {} steps at batch {}",
+            args.rounds, args.steps, args.batch
+        );
+        return Ok(());
+    }
     println!(
         "bench_train: Fig. 5 network, batch {}, {} timed steps per variant, {} rounds, RAYON_NUM_THREADS={}",
         args.batch,
@@ -140,7 +168,7 @@ fn main() -> Result<()> {
                 EngineKind::Candle,
                 1,
                 args.batch,
-                args.steps / 4,
+                (args.steps / 4).max(1),
             )?);
         }
         results[3].1.push(sampling_per_s(args.batch, args.steps)?);

@@ -38,6 +38,7 @@ use tsm_core::gaussian_variance::GaussianVariance;
 use tsm_core::identity::{Coefficients, ScoreIdentity};
 use tsm_core::schedule::Cosine;
 use tsm_core::snis::ImportanceSampledScore;
+use tsm_experiments::cli::{count, usage_error};
 use tsm_experiments::output::RunTimer;
 use tsm_experiments::plot::{save_svg_png, Panel, PanelGrid, Series, Style};
 use tsm_experiments::{FigureArgs, OutputDir};
@@ -62,13 +63,17 @@ const PLOT_CAP: f64 = 1e8;
 struct Args {
     #[command(flatten)]
     figure: FigureArgs,
-    /// Points x_t ~ p_t per (d, t) [default: 1000, --quick 16]
-    #[arg(long)]
+    /// Points x_t ~ p_t per (d, t), 1 to 10⁶ [default: 1000, --quick 16]
+    #[arg(long, value_parser = count::<usize>(1..=1_000_000))]
     points: Option<usize>,
-    /// Draws M per point: posterior draws, and SNIS proposals [default: 500, --quick 64]
-    #[arg(long)]
+    /// Draws M per point, 2 to 10⁵: posterior draws, and SNIS proposals [default: 500,
+    /// --quick 64]
+    #[arg(long, value_parser = count::<usize>(2..=100_000))]
     draws: Option<usize>,
 }
+
+/// The most `points × draws` per `(d, t)` (the default is 5·10⁵; 10⁹ takes hours).
+const MAX_WORK: u128 = 1_000_000_000;
 
 /// The run's sizes, recorded in the JSON.
 #[derive(Debug, Clone, Serialize)]
@@ -179,8 +184,21 @@ fn main() -> Result<()> {
     };
     let points = args.points.unwrap_or(if quick { 16 } else { 1000 });
     let draws = args.draws.unwrap_or(if quick { 64 } else { 500 });
-    anyhow::ensure!(points >= 1, "--points must be at least 1");
-    anyhow::ensure!(draws >= 2, "--draws must be at least 2");
+    if points as u128 * draws as u128 > MAX_WORK {
+        usage_error::<Args>(format!(
+            "--points {points} × --draws {draws} is more than {MAX_WORK:.0e} draws per (d, t) \
+             (hours of work); lower them"
+        ));
+    }
+    if args.figure.dry_run(
+        FIGURE,
+        format_args!(
+            "d in {dims:?} at {} times, {points} points × {draws} draws",
+            times.len()
+        ),
+    ) {
+        return Ok(());
+    }
     let out = OutputDir::create(args.figure.out_dir(FIGURE))?;
     let seed = args.figure.seed;
     tracing::info!(

@@ -45,6 +45,9 @@ const LABELS: [&str; 4] = ["Original", "DSM optimal", "TSM optimal", "Uniform"];
 fn main() -> anyhow::Result<()> {
     init_tracing();
     let args = Args::parse();
+    if args.common.dry_run("fig3", "the four weightings") {
+        return Ok(());
+    }
     let out = OutputDir::create(args.common.out_dir("fig3"))?;
     let timer = RunTimer::start();
     let range = TimeRange::trimmed();

@@ -58,6 +58,12 @@ const LABELS: [&str; 4] = ["DSM", "TSM", "κ", "κ-bar"];
 fn main() -> anyhow::Result<()> {
     init_tracing();
     let args = Args::parse();
+    if args.common.dry_run(
+        "fig4",
+        format_args!("the loss distributions ({} bins)", args.bins),
+    ) {
+        return Ok(());
+    }
     let out = OutputDir::create(args.common.out_dir("fig4"))?;
     let sizes = if args.common.quick {
         Sizes::QUICK

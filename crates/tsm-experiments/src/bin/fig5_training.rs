@@ -23,7 +23,7 @@
 //! Output `fig5.csv` columns: `seed,loss,step,regression_loss,regression_loss_small_t,
 //! regression_loss_large_t,score_mse,score_mse_small_t,mmd2,mmd2_local,train_seconds`.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Parser;
 use serde::Serialize;
 use tsm_core::identity::ScoreIdentity;
@@ -31,6 +31,7 @@ use tsm_core::sampler::SamplerConfig;
 use tsm_core::schedule::Schedule;
 use tsm_core::target::{Sample, Score};
 use tsm_core::weighting::{TimeRange, Weighting};
+use tsm_experiments::cli::{count, flag_error, float, usage_error};
 use tsm_experiments::output::RunTimer;
 use tsm_experiments::plot::{save_svg_png, Panel, PanelGrid, Series, Style};
 use tsm_experiments::training::tune_cpu;
@@ -49,31 +50,46 @@ use tsm_targets::GaussianMixture;
 struct Args {
     #[command(flatten)]
     common: FigureArgs,
-    /// Training steps per loss [default: 20000, quick: 300]
-    #[arg(long)]
+    /// Training steps per loss, 1 to 10⁹ [default: 20000, quick: 300]
+    #[arg(long, value_parser = count::<u64>(1..=TrainConfig::MAX_STEPS))]
     steps: Option<u64>,
-    /// Number of seeds (a band over seeds when > 1) [default: 3, quick: 1]
-    #[arg(long)]
+    /// Number of seeds, 1 to 1000 (a band over seeds when > 1) [default: 3, quick: 1]
+    #[arg(long, value_parser = count::<u64>(1..=MAX_SEEDS))]
     seeds: Option<u64>,
-    /// Evaluate every N steps [default: steps/20]
-    #[arg(long)]
+    /// Evaluate every N steps (at most 10⁴ evaluations per run) [default: steps/20]
+    #[arg(long, value_parser = count::<u64>(1..=TrainConfig::MAX_STEPS))]
     eval_every: Option<u64>,
-    /// Samples for the MMD [default: 2000, quick: 300]
-    #[arg(long)]
+    /// Samples for the MMD, 2 to 20000 [default: 2000, quick: 300]
+    #[arg(long, value_parser = count::<usize>(2..=MAX_N_MMD as u64))]
     n_mmd: Option<usize>,
-    /// Euler–Maruyama steps of the sampler [default: 100, quick: 20]
-    #[arg(long)]
+    /// Euler–Maruyama steps of the sampler, 10 to 10⁵ [default: 100, quick: 20]
+    #[arg(long, value_parser = count::<usize>(10..=100_000))]
     sampler_steps: Option<usize>,
-    /// Batch size
-    #[arg(long, default_value_t = 512)]
+    /// Batch size (2 to 2²⁰)
+    #[arg(long, default_value_t = 512,
+          value_parser = count::<usize>(2..=TrainConfig::MAX_BATCH as u64))]
     batch: usize,
-    /// Adam learning rate (paper: 1e-4)
-    #[arg(long, default_value_t = 1e-4)]
+    /// Adam learning rate (paper: 1e-4; > 0)
+    #[arg(long, default_value_t = 1e-4, value_parser = float().above(0.0))]
     lr: f64,
-    /// Upper end of the training time range (the evaluation keeps [1e-3, 1 - 1e-3])
-    #[arg(long, default_value_t = 1.0 - 1e-3)]
+    /// Upper end of the training time range, in (1e-3, 1] (the evaluation keeps
+    /// [1e-3, 1 - 1e-3])
+    #[arg(long, default_value_t = 1.0 - 1e-3, value_parser = float().above(1e-3).at_most(1.0))]
     t_max: f64,
 }
+
+/// The most seeds.
+const MAX_SEEDS: u64 = 1000;
+/// The most MMD samples.
+const MAX_N_MMD: usize = 20_000;
+/// The most evaluations per run.
+const MAX_EVALUATIONS: u64 = 10_000;
+/// The most training steps of the whole figure (the default run takes 2.4·10⁵).
+const MAX_TRAIN_STEPS: u128 = 10_000_000_000;
+/// The most MMD kernel terms of the whole figure (the default run: ≈ 10⁹).
+const MAX_MMD_TERMS: u128 = 1_000_000_000_000;
+/// The most sampler point-steps of the whole figure (the default run: ≈ 2.5·10⁷).
+const MAX_SAMPLER_WORK: u128 = 100_000_000_000;
 
 #[derive(Debug, Clone, Serialize)]
 struct Row {
@@ -199,6 +215,15 @@ fn evaluate(
     let x = eval
         .sampler
         .sample(&mut score, &schedule, eval.n_mmd, &mut rng)?;
+    let bad = x.iter().filter(|v| !v.is_finite()).count();
+    if bad > 0 {
+        anyhow::bail!(
+            "{loss}, seed {seed}, step {}: {bad} of the {} sampled values are not finite (the \
+             model's score is not finite)",
+            trainer.step(),
+            x.len()
+        );
+    }
     Ok(Row {
         seed,
         loss,
@@ -224,14 +249,97 @@ fn main() -> Result<()> {
     let eval_every = args.eval_every.unwrap_or((steps / 20).max(1)).max(1);
     let n_mmd = args.n_mmd.unwrap_or(if quick { 300 } else { 2000 });
     let sampler_steps = args.sampler_steps.unwrap_or(if quick { 20 } else { 100 });
-    let out = OutputDir::create(args.common.out_dir("fig5"))?;
-    let timer = RunTimer::start();
+    // Sizes, before any work: the seeds fit in u64, the evaluations and the work are bounded.
+    if args.common.seed.checked_add(n_seeds - 1).is_none() {
+        usage_error::<Args>(format!(
+            "--seed {} with --seeds {n_seeds}: the last seed would pass 2^64 - 1",
+            args.common.seed
+        ));
+    }
+    let evaluations = steps.div_ceil(eval_every);
+    if evaluations > MAX_EVALUATIONS {
+        usage_error::<Args>(format!(
+            "--eval-every {eval_every} with --steps {steps}: {evaluations} evaluations per run, \
+             more than {MAX_EVALUATIONS}"
+        ));
+    }
+    let runs = u128::from(n_seeds) * LOSSES.len() as u128;
+    let points = runs * u128::from(evaluations + 1);
+    for (work, bound, flags) in [
+        (
+            runs * u128::from(steps),
+            MAX_TRAIN_STEPS,
+            "--steps × --seeds",
+        ),
+        (
+            points * (n_mmd as u128).pow(2),
+            MAX_MMD_TERMS,
+            "--n-mmd² × evaluations (--steps/--eval-every) × --seeds",
+        ),
+        (
+            points * n_mmd as u128 * sampler_steps as u128,
+            MAX_SAMPLER_WORK,
+            "--n-mmd × --sampler-steps × evaluations × --seeds",
+        ),
+    ] {
+        if work > bound {
+            usage_error::<Args>(format!(
+                "{flags} is {work:.1e}, more than {bound:.0e} (days of work); lower them"
+            ));
+        }
+    }
     let target = tsm_targets::named::eight_modes();
     let v = target.variance_per_dim();
     let model = ModelConfig::default();
     let eval_range = TimeRange::trimmed();
     let loss_config = |identity| LossConfig::for_mixture(identity, Weighting::Uniform, &target);
     let schedule = model.schedule;
+    let train_range = TimeRange::new(eval_range.t_min(), args.t_max)?;
+    let train_config = |identity, seed| -> Result<TrainConfig> {
+        Ok(TrainConfig {
+            adam: tsm_nn::optim::AdamConfig {
+                lr: args.lr,
+                ..Default::default()
+            },
+            batch: args.batch,
+            steps,
+            seed,
+            checkpoint_every: 0,
+            engine: EngineKind::Cpu,
+            ..TrainConfig::new(
+                "eight_modes",
+                model.clone(),
+                loss_config(identity)?.with_range(train_range),
+            )
+        })
+    };
+    // Every run's configuration, before any work (a value the library refuses names its flag).
+    for identity in LOSSES {
+        if let Err(e) = train_config(identity, args.common.seed)?.validate() {
+            return Err(flag_error::<Args>(
+                e,
+                &[
+                    ("batch", "--batch"),
+                    ("memory", "--batch"),
+                    ("adam.lr", "--lr"),
+                    ("loss.t_max", "--t-max"),
+                ],
+            ));
+        }
+    }
+    if args.common.dry_run {
+        println!(
+            "dry run: would train {} losses × {n_seeds} seed(s) × {steps} steps (batch {}), \
+             evaluating every {eval_every} steps with {n_mmd} samples of {sampler_steps} \
+             sampler steps, into {}",
+            LOSSES.len(),
+            args.batch,
+            args.common.out_dir("fig5").display()
+        );
+        return Ok(());
+    }
+    let out = OutputDir::create(args.common.out_dir("fig5"))?;
+    let timer = RunTimer::start();
 
     // Fixed evaluation data: the same (t, x_0, x_t) for every loss (same stream), each loss's
     // own regression target, and the exact marginal score at every x_t.
@@ -284,24 +392,7 @@ fn main() -> Result<()> {
     for &seed in &seeds {
         for identity in LOSSES {
             let loss = identity.loss_name();
-            let train_range = TimeRange::new(eval_range.t_min(), args.t_max)?;
-            let cfg = TrainConfig {
-                adam: tsm_nn::optim::AdamConfig {
-                    lr: args.lr,
-                    ..Default::default()
-                },
-                batch: args.batch,
-                steps,
-                seed,
-                checkpoint_every: 0,
-                engine: EngineKind::Cpu,
-                ..TrainConfig::new(
-                    "eight_modes",
-                    model.clone(),
-                    loss_config(identity)?.with_range(train_range),
-                )
-            };
-            let mut trainer = Trainer::new(cfg, &target, &Device::Cpu)?;
+            let mut trainer = Trainer::new(train_config(identity, seed)?, &target, &Device::Cpu)?;
             let mut row = evaluate(&trainer, &target, &eval, loss, seed)?;
             rows.push(row.clone());
             let mut secs = 0.0;
@@ -309,7 +400,9 @@ fn main() -> Result<()> {
                 let next = (trainer.step() + eval_every).min(steps);
                 trainer.set_total_steps(next)?;
                 let start = std::time::Instant::now();
-                trainer.run(None, |_, _| {})?;
+                trainer
+                    .run(None, |_, _| {})
+                    .with_context(|| format!("training {loss}, seed {seed}"))?;
                 secs += start.elapsed().as_secs_f64();
                 row = evaluate(&trainer, &target, &eval, loss, seed)?;
                 row.train_seconds = secs;

@@ -4,9 +4,21 @@
 //! `cargo xtask train --target eight_modes --loss tsm --steps 20000 --out runs/tsm`
 //!
 //! The folder gets `checkpoint.json` + `step_N.safetensors` every `--checkpoint-every` steps
-//! and at the end, and `loss.csv` (`step,loss`, every 10th step). `--resume` continues the run
-//! in `--out` bit-identically (up to the new `--steps`), whatever `--threads`. Exit codes: 0
-//! success, 1 error (bad flag values exit with clap's 2).
+//! and at the end, and `loss.csv` (`step,loss`, every 10th step). Exit codes: 0 success, 1
+//! error (training diverged, I/O, a bad checkpoint), 2 a bad flag value.
+//!
+//! **Folders.** A fresh run refuses an `--out` that already holds a run (a `checkpoint.json`)
+//! unless `--force`, which deletes that run first. `--resume` continues the run in `--out`
+//! bit-identically, whatever `--threads`: to the checkpoint's own total, or to `--steps` if
+//! given; the flags that define the run (loss, weighting, sizes, learning rate, seed, …) are
+//! the checkpoint's, and one given with a different value is refused, naming it
+//! (`--checkpoint-every` and `--threads` may change). On resume `loss.csv` is cut back to the
+//! checkpoint's step and what a killed run left (temporary files, a tensor file the record
+//! does not name) is removed. `--resume` needs the folder to exist.
+//!
+//! **Divergence.** The run stops with an error naming the step when the loss or a weight turns
+//! non-finite or the loss's running mean grows 10⁴-fold (`tsm_nn::train`); the last good
+//! checkpoint stays, and the message says whether there is one.
 //!
 //! The loss, weighting, parameterisation, schedule and device flags take the libraries' own
 //! names (`tsm_core::choice::Choice`), e.g. `--loss kappa_bar=0.04`,
@@ -15,22 +27,26 @@
 //! the resolved numbers.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use clap::Parser;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 use tsm_core::identity::ScoreIdentity;
 use tsm_core::schedule::AnySchedule;
-use tsm_core::weighting::{TimeRange, Weighting};
-use tsm_experiments::cli::choice;
+use tsm_core::weighting::Weighting;
+use tsm_experiments::cli::{choice, count, flag_error, float, num, usage_error};
 use tsm_experiments::init_tracing;
 use tsm_experiments::training::{progress_bar, tune_cpu};
+use tsm_nn::checkpoint::{self, CheckpointRecord};
 use tsm_nn::engine::EngineKind;
+use tsm_nn::io::write_atomic;
 use tsm_nn::loss::{LossConfig, TargetVariances};
 use tsm_nn::optim::AdamConfig;
 use tsm_nn::{
     DeviceKind, MlpConfig, ModelConfig, Parameterisation, TrainConfig, Trainer, TrainerOptions,
 };
+use tsm_targets::GaussianMixture;
 
 /// Train a score network (the MLP of De Bortoli et al. 2024, §4.2) with DSM, TSM, κ or κ̄ on a
 /// named target.
@@ -54,32 +70,36 @@ struct Args {
     /// Noising schedule (standard parameters, or e.g. linear_vp(beta_min=0.1,beta_max=10))
     #[arg(long, value_parser = choice::<AnySchedule>(), default_value = "cosine")]
     schedule: AnySchedule,
-    /// Total training steps
-    #[arg(long, default_value_t = 20_000)]
-    steps: u64,
-    /// Batch size
-    #[arg(long, default_value_t = 512)]
+    /// Total training steps, 1 to 10⁹ [default: 20000; with --resume: the checkpoint's]
+    #[arg(long, value_parser = count::<u64>(1..=TrainConfig::MAX_STEPS))]
+    steps: Option<u64>,
+    /// Batch size (2 to 2²⁰)
+    #[arg(long, default_value_t = 512,
+          value_parser = count::<usize>(2..=TrainConfig::MAX_BATCH as u64))]
     batch: usize,
-    /// Adam learning rate
-    #[arg(long, default_value_t = 1e-4)]
+    /// Adam learning rate (> 0)
+    #[arg(long, default_value_t = 1e-4, value_parser = float().above(0.0))]
     lr: f64,
-    /// EMA decay of the weights
-    #[arg(long, default_value_t = 0.999)]
+    /// EMA decay of the weights, in [0, 1)
+    #[arg(long, default_value_t = 0.999, value_parser = float().at_least(0.0).below(1.0))]
     ema_decay: f64,
-    /// Lower end of t ~ U[t_min, t_max] (L_DSI blows up at t = 0)
-    #[arg(long, default_value_t = 1e-3)]
+    /// Lower end of t ~ U[t_min, t_max], in [0, 1) (L_DSI blows up at t = 0)
+    #[arg(long, default_value_t = 1e-3, value_parser = float().at_least(0.0).below(1.0))]
     t_min: f64,
-    /// Upper end (L_TSI blows up at t = 1 for cosine/VP)
-    #[arg(long, default_value_t = 1.0 - 1e-3)]
+    /// Upper end, in (0, 1] (L_TSI blows up at t = 1 for cosine/VP)
+    #[arg(long, default_value_t = 1.0 - 1e-3, value_parser = float().above(0.0).at_most(1.0))]
     t_max: f64,
-    /// Hidden width
-    #[arg(long, default_value_t = 128)]
+    /// Hidden width (1 to 2¹⁴)
+    #[arg(long, default_value_t = 128,
+          value_parser = count::<usize>(1..=TrainConfig::MAX_HIDDEN as u64))]
     hidden: usize,
-    /// Number of hidden layers
-    #[arg(long, default_value_t = 3)]
+    /// Number of hidden layers (1 to 1000)
+    #[arg(long, default_value_t = 3,
+          value_parser = count::<usize>(1..=TrainConfig::MAX_DEPTH as u64))]
     depth: usize,
-    /// Time-embedding dimension (even)
-    #[arg(long, default_value_t = 128)]
+    /// Time-embedding dimension (even, 2 to 2¹⁴)
+    #[arg(long, default_value_t = 128,
+          value_parser = count::<usize>(2..=TrainConfig::MAX_EMBEDDING_DIM as u64))]
     embedding_dim: usize,
     /// Seed of the initial weights and of every batch
     #[arg(long, default_value_t = 0)]
@@ -87,11 +107,11 @@ struct Args {
     /// Device (cuda/metal need the cargo feature of that name)
     #[arg(long, value_parser = choice::<DeviceKind>(), default_value = "cpu")]
     device: DeviceKind,
-    /// Threads of the CPU engine (the results do not depend on it) [default: the machine's
-    /// available parallelism]
-    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    /// Threads of the CPU engine, 1 to 1024 (the results do not depend on it) [default: the
+    /// machine's available parallelism]
+    #[arg(long, value_parser = count::<usize>(1..=TrainerOptions::MAX_THREADS as u64))]
     threads: Option<usize>,
-    /// Checkpoint every N steps (and at the end)
+    /// Checkpoint every N steps (and at the end; 0: only at the end)
     #[arg(long, default_value_t = 1000)]
     checkpoint_every: u64,
     /// Use candle's autograd engine on the CPU too (slower; the default CPU engine has a hand-written backward)
@@ -101,93 +121,173 @@ struct Args {
     #[arg(long, value_name = "DIR", default_value = "results/train")]
     out: PathBuf,
     /// Continue the run saved in --out (its configuration; --steps may extend it)
-    #[arg(long)]
+    #[arg(long, conflicts_with = "force")]
     resume: bool,
+    /// Start a fresh run even if --out holds one (which is deleted first)
+    #[arg(long)]
+    force: bool,
+    /// Check the flags (and the checkpoint with --resume), print what would run, and exit
+    /// without training or writing anything
+    #[arg(long)]
+    dry_run: bool,
 }
+
+/// Library configuration fields and the flags that set them.
+const FLAGS: &[(&str, &str)] = &[
+    ("batch", "--batch"),
+    ("steps", "--steps"),
+    ("adam.lr", "--lr"),
+    ("adam.ema_decay", "--ema-decay"),
+    ("model.mlp.hidden", "--hidden"),
+    ("model.mlp.depth", "--depth"),
+    ("model.mlp.embedding_dim", "--embedding-dim"),
+    ("memory", "--batch/--hidden/--depth/--embedding-dim"),
+    ("loss.t_min", "--t-min"),
+    ("loss.t_max", "--t-max"),
+    ("threads", "--threads"),
+];
+
+/// The default of `--steps` for a fresh run.
+const DEFAULT_STEPS: u64 = 20_000;
 
 fn main() -> Result<()> {
     tune_cpu();
     init_tracing();
-    let args = Args::parse();
+    let matches = Args::command().get_matches();
+    let args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let target = tsm_targets::named::by_name(&args.target).context("--target")?;
     let variances = TargetVariances::of_mixture(&target)?;
     let device = args.device.open().context("--device")?;
     let options = args
         .threads
         .map_or_else(TrainerOptions::default, TrainerOptions::with_threads);
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("--out {}: cannot create", args.out.display()))?;
+    let engine = if device.is_cpu() && !args.autograd {
+        EngineKind::Cpu
+    } else {
+        EngineKind::Candle
+    };
+    let out = &args.out;
+
+    // Everything is checked before anything is written.
     let mut trainer = if args.resume {
-        let mut t = Trainer::resume_with_options(&args.out, &target, &device, options)
-            .with_context(|| format!("--resume from {}", args.out.display()))?;
-        if t.config().target != args.target {
+        if !out.is_dir() {
             bail!(
-                "--resume: the checkpoint in {} is for target `{}`, not `{}`",
-                args.out.display(),
-                t.config().target,
-                args.target
+                "--resume: {} is not a folder (nothing to resume; drop --resume to start a run)",
+                out.display()
             );
         }
-        t.set_total_steps(args.steps)?;
+        let record = checkpoint::read_record(out)
+            .with_context(|| format!("--resume from {}", out.display()))?;
+        let conflicts = conflicts(&args, &matches, &record, &variances, engine);
+        if !conflicts.is_empty() {
+            usage_error::<Args>(format!(
+                "--resume continues the run in {} as it was configured; these flags differ \
+                 from its checkpoint: {} (drop them, or start a new run in another folder)",
+                out.display(),
+                conflicts.join(", ")
+            ));
+        }
+        let steps = args.steps.unwrap_or(record.config.steps);
+        if steps < record.step {
+            usage_error::<Args>(format!(
+                "invalid value '{steps}' for '--steps': the checkpoint in {} is already at \
+                 step {}",
+                out.display(),
+                record.step
+            ));
+        }
+        let mut t = Trainer::resume_with_options(out, &target, &device, options)
+            .map_err(|e| flag_error::<Args>(e, FLAGS))
+            .with_context(|| format!("--resume from {}", out.display()))?;
+        t.set_total_steps(steps)
+            .map_err(|e| flag_error::<Args>(e, FLAGS))?;
+        if matches.value_source("checkpoint_every") == Some(ValueSource::CommandLine) {
+            t.set_checkpoint_every(args.checkpoint_every);
+        }
         t
     } else {
-        let cfg = TrainConfig {
-            target: args.target.clone(),
-            model: ModelConfig {
-                mlp: MlpConfig {
-                    dim: tsm_core::target::Dim::dim(&target),
-                    hidden: args.hidden,
-                    depth: args.depth,
-                    embedding_dim: args.embedding_dim,
-                    ..MlpConfig::default()
-                },
-                parameterisation: args.parameterisation,
-                schedule: args.schedule,
+        if let Ok(record) = checkpoint::read_record(out) {
+            if !args.force {
+                bail!(
+                    "--out {} holds a run (step {} of {}); continue it with --resume, or \
+                     replace it with --force",
+                    out.display(),
+                    record.step,
+                    record.config.steps
+                );
             }
-            .resolve(variances.sigma_data_sq())
-            .context("--parameterisation")?,
-            loss: LossConfig::new(args.loss, args.weighting, &variances)
-                .context("--loss")?
-                .with_range(TimeRange::new(args.t_min, args.t_max).context("--t-min/--t-max")?),
-            adam: AdamConfig {
-                lr: args.lr,
-                ema_decay: args.ema_decay,
-                ..AdamConfig::default()
-            },
-            batch: args.batch,
-            steps: args.steps,
-            seed: args.seed,
-            checkpoint_every: args.checkpoint_every,
-            engine: if device.is_cpu() && !args.autograd {
-                EngineKind::Cpu
-            } else {
-                EngineKind::Candle
-            },
-        };
-        Trainer::with_options(cfg, &target, &device, options)?
+        } else if out.join(checkpoint::RECORD_FILE).exists() && !args.force {
+            bail!(
+                "--out {} holds an unreadable checkpoint.json; replace the run with --force",
+                out.display()
+            );
+        }
+        let cfg = fresh_config(&args, &target, &variances, engine)?;
+        Trainer::with_options(cfg, &target, &device, options)
+            .map_err(|e| flag_error::<Args>(e, FLAGS))?
     };
+    let (from, to) = (trainer.step(), trainer.config().steps);
+    if args.dry_run {
+        let cfg = trainer.config();
+        println!(
+            "dry run: would train {} on {} from step {from} to {to} (batch {}, lr {}, {} \
+             parameters, ≈ {:.0} MB) into {}{}",
+            cfg.loss.identity,
+            cfg.target,
+            cfg.batch,
+            num(cfg.adam.lr),
+            cfg.model.mlp.n_parameters(),
+            cfg.memory_estimate().unwrap_or(0) as f64 / 1e6,
+            out.display(),
+            if args.resume {
+                " (resuming)"
+            } else if args.force {
+                " (replacing the run there)"
+            } else {
+                ""
+            }
+        );
+        return Ok(());
+    }
+
+    // Now the folder: create it, or clean and cut back what a previous run left.
+    let loss_path = out.join("loss.csv");
+    if args.resume {
+        for f in checkpoint::remove_leftovers(out)? {
+            tracing::info!(file = %f.display(), "removed a leftover of an interrupted run");
+        }
+        truncate_loss_csv(&loss_path, from)?;
+    } else {
+        if args.force {
+            remove_run(out)?;
+        }
+        std::fs::create_dir_all(out)
+            .with_context(|| format!("--out {}: cannot create", out.display()))?;
+        tsm_nn::io::remove_stale_temps(out)?;
+        write_atomic(&loss_path, b"step,loss\n")?;
+    }
+    if from == to {
+        println!(
+            "the run in {} is already at step {to} of {to}; nothing to do",
+            out.display()
+        );
+        return Ok(());
+    }
     tracing::info!(
-        target = %args.target,
+        target = %trainer.config().target,
         loss = %trainer.config().loss.identity,
-        step = trainer.step(),
-        steps = trainer.config().steps,
+        step = from,
+        steps = to,
         "training"
     );
-    let loss_path = args.out.join("loss.csv");
     let mut loss_csv = std::fs::OpenOptions::new()
-        .create(true)
         .append(true)
         .open(&loss_path)
         .with_context(|| format!("opening {}", loss_path.display()))?;
-    if trainer.step() == 0 {
-        // A fresh run: start the file over.
-        loss_csv.set_len(0)?;
-        writeln!(loss_csv, "step,loss")?;
-    }
-    let bar = progress_bar(trainer.config().steps, trainer.step());
+    let bar = progress_bar(to, from);
     let mut running = None::<f64>;
     let mut io_error = None;
-    let result = trainer.run(Some(&args.out), |step, loss| {
+    let result = trainer.run(Some(out), |step, loss| {
         running = Some(running.map_or(loss, |r| 0.99 * r + 0.01 * loss));
         if step % 10 == 0 {
             bar.set_position(step);
@@ -197,7 +297,7 @@ fn main() -> Result<()> {
             }
         }
     });
-    bar.finish();
+    bar.abandon();
     result?;
     if let Some(e) = io_error {
         return Err(e).context("writing loss.csv");
@@ -205,8 +305,170 @@ fn main() -> Result<()> {
     tracing::info!(
         step = trainer.step(),
         loss = trainer.last_loss(),
-        out = %args.out.display(),
+        out = %out.display(),
         "done"
     );
+    Ok(())
+}
+
+/// The configuration of a fresh run from the flags (exits with status 2 naming the flag for
+/// a value the library refuses).
+fn fresh_config(
+    args: &Args,
+    target: &GaussianMixture,
+    variances: &TargetVariances,
+    engine: EngineKind,
+) -> Result<TrainConfig> {
+    let model = ModelConfig {
+        mlp: MlpConfig {
+            dim: tsm_core::target::Dim::dim(target),
+            hidden: args.hidden,
+            depth: args.depth,
+            embedding_dim: args.embedding_dim,
+            ..MlpConfig::default()
+        },
+        parameterisation: args.parameterisation,
+        schedule: args.schedule,
+    }
+    .resolve(variances.sigma_data_sq())
+    .context("--parameterisation")?;
+    let mut loss = LossConfig::new(args.loss, args.weighting, variances).context("--loss")?;
+    (loss.t_min, loss.t_max) = (args.t_min, args.t_max);
+    let cfg = TrainConfig {
+        target: args.target.clone(),
+        model,
+        loss,
+        adam: AdamConfig {
+            lr: args.lr,
+            ema_decay: args.ema_decay,
+            ..AdamConfig::default()
+        },
+        batch: args.batch,
+        steps: args.steps.unwrap_or(DEFAULT_STEPS),
+        seed: args.seed,
+        checkpoint_every: args.checkpoint_every,
+        engine,
+    };
+    cfg.validate()
+        .map_err(|e| flag_error::<Args>(e, FLAGS))
+        .context("the configuration (--loss, --weighting, --parameterisation, --schedule)")?;
+    Ok(cfg)
+}
+
+/// The flags given on the command line whose value differs from the checkpoint's, as
+/// `--flag VALUE (checkpoint: VALUE)`.
+fn conflicts(
+    args: &Args,
+    matches: &ArgMatches,
+    record: &CheckpointRecord,
+    variances: &TargetVariances,
+    engine: EngineKind,
+) -> Vec<String> {
+    let cfg = &record.config;
+    let mut out = Vec::new();
+    // The flag `id` as given, if given and `ours` differs from the checkpoint's `theirs`.
+    let mut check = |id: &str, ours: String, theirs: String| {
+        if matches.value_source(id) == Some(ValueSource::CommandLine) && ours != theirs {
+            let given = matches
+                .get_raw(id)
+                .and_then(|mut v| v.next())
+                .map_or_else(String::new, |v| format!(" {}", v.to_string_lossy()));
+            let flag = id.replace('_', "-");
+            out.push(format!("--{flag}{given} (checkpoint: {theirs})"));
+        }
+    };
+    check("target", args.target.clone(), cfg.target.clone());
+    // Choices compare resolved, as the checkpoint records them (kappa_bar = kappa_bar=0.25).
+    let loss = args
+        .loss
+        .resolve(variances.sigma_data_sq(), variances.sigma_mode_sq())
+        .unwrap_or(args.loss);
+    check("loss", loss.to_string(), cfg.loss.identity.to_string());
+    check(
+        "weighting",
+        args.weighting.to_string(),
+        cfg.loss.weighting.to_string(),
+    );
+    let parameterisation = args
+        .parameterisation
+        .resolve(variances.sigma_data_sq())
+        .unwrap_or(args.parameterisation);
+    check(
+        "parameterisation",
+        parameterisation.to_string(),
+        cfg.model.parameterisation.to_string(),
+    );
+    check(
+        "schedule",
+        args.schedule.to_string(),
+        cfg.model.schedule.to_string(),
+    );
+    let mlp = &cfg.model.mlp;
+    for (id, ours, theirs) in [
+        ("batch", args.batch, cfg.batch),
+        ("hidden", args.hidden, mlp.hidden),
+        ("depth", args.depth, mlp.depth),
+        ("embedding_dim", args.embedding_dim, mlp.embedding_dim),
+    ] {
+        check(id, ours.to_string(), theirs.to_string());
+    }
+    for (id, ours, theirs) in [
+        ("lr", args.lr, cfg.adam.lr),
+        ("ema_decay", args.ema_decay, cfg.adam.ema_decay),
+        ("t_min", args.t_min, cfg.loss.t_min),
+        ("t_max", args.t_max, cfg.loss.t_max),
+    ] {
+        check(id, num(ours), num(theirs));
+    }
+    check("seed", args.seed.to_string(), cfg.seed.to_string());
+    if engine != cfg.engine {
+        let theirs = format!("the {:?} engine", cfg.engine).to_lowercase();
+        check("device", format!("{engine:?}"), theirs.clone());
+        check("autograd", format!("{engine:?}"), theirs);
+    }
+    out
+}
+
+/// Cuts `loss.csv` back to the rows of steps `≤ step` (a run killed after its last checkpoint
+/// wrote rows that the resumed run writes again); creates it with its header if missing.
+fn truncate_loss_csv(path: &Path, step: u64) -> Result<()> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let mut kept = String::from("step,loss\n");
+    for line in text.lines().skip(1) {
+        let row_step = line.split(',').next().and_then(|s| s.parse::<u64>().ok());
+        if row_step.is_some_and(|s| s <= step) {
+            kept.push_str(line);
+            kept.push('\n');
+        }
+    }
+    if kept != text {
+        write_atomic(path, kept.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// Deletes the run in `dir` (`--force`): its record first (the commit point), then its tensor
+/// files, `loss.csv` and stale temporary files.
+fn remove_run(dir: &Path) -> Result<()> {
+    let record = dir.join(checkpoint::RECORD_FILE);
+    if record.exists() {
+        std::fs::remove_file(&record)
+            .with_context(|| format!("--force: removing {}", record.display()))?;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if (name.starts_with("step_") && name.ends_with(".safetensors")) || name == "loss.csv" {
+            std::fs::remove_file(entry.path())
+                .with_context(|| format!("--force: removing {}", entry.path().display()))?;
+        }
+    }
     Ok(())
 }
