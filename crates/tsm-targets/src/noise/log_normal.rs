@@ -15,8 +15,13 @@ use crate::error::check_len;
 use crate::{GaussianMixture, MixturePosterior, Result};
 
 /// The positive target `p_X` of `X = exp(L)`, `L ~ q` a Gaussian mixture, under [`LogNormal`]
-/// noise (see the [module docs](self)). Its support is `(0, ∞)^d`: [`Score::score`] takes `x`
-/// on trust there (NaN outside); check points with [`NoiseModel::check_clean`].
+/// noise. Its support is `(0, ∞)^d`: [`Score::score`] takes `x` on trust there (NaN outside);
+/// check points with [`NoiseModel::check_clean`].
+///
+/// `log Y = L + σ W` is eq. 17's additive model in `l = log x`, so `log Y ~ q ⊕ σ² I` and
+/// `l | log y` is its exact posterior. Changing variables, `p_X(x) = q(log x)/Π xᵢ`, so
+/// `∇log p_X(x) = (∇log q(log x) − 1)/x` and `∇log p_Y(y) = (∇log q_σ(log y) − 1)/y`,
+/// `q_σ = q ⊕ σ² I`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogGaussianMixture {
     log_target: GaussianMixture,

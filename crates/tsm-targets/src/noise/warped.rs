@@ -15,7 +15,12 @@ use crate::error::check_len;
 use crate::{GaussianMixture, MixturePosterior, Result};
 
 /// The target `p_X` of `X = m⁻¹(U)`, `U ~ p_U` a Gaussian mixture, with the warp `m` of a
-/// [`Warped`] noise model, under that noise model (see the [module docs](self)).
+/// [`Warped`] noise model, under that noise model.
+///
+/// `Y = m(X) + s W = U + s W` is eq. 17's additive model in `u`, so `p_Y = p_U ⊕ s² I` and
+/// `u | y` is its exact posterior; `x = m⁻¹(u)`. The score is the change of variables
+/// `p_X(x) = p_U(m(x)) Π m′(xᵢ)`: `∇log p_X(x) = m′(x) ⊙ ∇log p_U(m(x)) + m″(x)/m′(x)`,
+/// `m″(x) = −2b sech²x tanh x`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WarpedMixture {
     p_u: GaussianMixture,
