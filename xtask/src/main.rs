@@ -52,6 +52,11 @@ const TASKS: &[(&str, &str, &str)] = &[
         "sample",
         "Sample from a trained checkpoint (see `cargo xtask sample --help`)",
     ),
+    (
+        "likelihood",
+        "likelihood",
+        "Log-likelihood of data under a trained checkpoint (see `cargo xtask likelihood --help`)",
+    ),
 ];
 
 /// Figures run by `reproduce-all`, in order.
@@ -70,6 +75,7 @@ const BENCHES: &[(&str, &str)] = &[
     ("train", "bench_train"),
     ("snis", "bench_snis"),
     ("sbi", "bench_sbi"),
+    ("likelihood", "bench_likelihood"),
 ];
 
 fn main() -> ExitCode {
@@ -198,7 +204,7 @@ fn print_help() {
         "reproduce-all"
     );
     println!(
-        "  {:<16} Benchmarks: mc, train, snis, sbi (default all), then their flags; e.g. `cargo xtask bench mc --repeats 5`",
+        "  {:<16} Benchmarks: mc, train, snis, sbi, likelihood (default all), then their flags; e.g. `cargo xtask bench mc --repeats 5`",
         "bench"
     );
     println!("\nEnvironment: TSM_FEATURES=cuda (or metal) builds the binaries with that feature.");
