@@ -49,6 +49,7 @@ pub mod fastmath;
 pub mod gaussian_variance;
 pub mod identity;
 pub mod likelihood;
+pub mod lie;
 pub mod noise_model;
 pub mod quadrature;
 pub mod rng;
