@@ -86,9 +86,9 @@ impl TrainConfig {
     pub const MAX_DEPTH: usize = 1000;
     /// The largest time-embedding dimension (2¹⁴).
     pub const MAX_EMBEDDING_DIM: usize = 1 << 14;
-    /// The most memory a run may be estimated to need (16 GiB, see
+    /// The most memory a run may be estimated to need (8 GiB, see
     /// [`TrainConfig::memory_estimate`]).
-    pub const MAX_MEMORY_BYTES: u64 = 16 << 30;
+    pub const MAX_MEMORY_BYTES: u64 = 8 << 30;
 
     /// A rough upper estimate of the memory a run needs, in bytes: `4 (6P + B (E + 2d + 4hL))`
     /// for `P` parameters (the parameters, their EMA, Adam's two moments, the gradient and a

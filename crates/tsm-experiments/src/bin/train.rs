@@ -292,7 +292,8 @@ fn main() -> Result<()> {
         if step % 10 == 0 {
             bar.set_position(step);
             bar.set_message(format!("{:.4}", running.unwrap_or(loss)));
-            if let Err(e) = writeln!(loss_csv, "{step},{loss}") {
+            // One write per row, so that a killed process leaves whole rows.
+            if let Err(e) = loss_csv.write_all(format!("{step},{loss}\n").as_bytes()) {
                 io_error.get_or_insert(e);
             }
         }
@@ -439,8 +440,12 @@ fn truncate_loss_csv(path: &Path, step: u64) -> Result<()> {
     };
     let mut kept = String::from("step,loss\n");
     for line in text.lines().skip(1) {
-        let row_step = line.split(',').next().and_then(|s| s.parse::<u64>().ok());
-        if row_step.is_some_and(|s| s <= step) {
+        // Whole, well-formed rows only (a row cut by a kill has a step past the checkpoint's
+        // or fails to parse).
+        let row = line
+            .split_once(',')
+            .and_then(|(s, l)| Some((s.parse::<u64>().ok()?, l.parse::<f64>().ok()?)));
+        if row.is_some_and(|(s, _)| s <= step) {
             kept.push_str(line);
             kept.push('\n');
         }
