@@ -14,7 +14,7 @@ use rayon::prelude::*;
 use tsm_core::rng::stream;
 use tsm_core::simulator::estimate_score_constant;
 use tsm_experiments::bench::report_repeats;
-use tsm_experiments::cli::choice;
+use tsm_experiments::cli::{choice, count};
 use tsm_targets::sbi::{SbiTask, Task, TaskVisitor};
 
 /// Times simulation and reference posteriors of the SBI tasks.
@@ -24,18 +24,22 @@ struct Args {
     /// Reduced sizes (10⁵ simulations, one observation) for a smoke run
     #[arg(long)]
     quick: bool,
-    /// Number of timed repetitions of the simulations (the best and the median are reported)
-    #[arg(long, default_value_t = 3)]
+    /// Number of timed repetitions of the simulations, 1 to 1000 (the best and the median
+    /// are reported)
+    #[arg(long, default_value_t = 3, value_parser = count::<usize>(1..=1000))]
     repeats: usize,
-    /// Simulations per task and repetition
-    #[arg(long, default_value_t = 1_000_000)]
+    /// Simulations per task and repetition, 2 to 10⁷
+    #[arg(long, default_value_t = 1_000_000, value_parser = count::<usize>(2..=10_000_000))]
     simulations: usize,
-    /// Observations whose reference posterior is timed, per task (0: skip)
-    #[arg(long, default_value_t = 3)]
+    /// Observations whose reference posterior is timed, per task, 0 to 1000 (0: skip)
+    #[arg(long, default_value_t = 3, value_parser = count::<usize>(0..=1000))]
     observations: usize,
     /// One task only (linear_gaussian, galton_board, sir); all by default
     #[arg(long, value_parser = choice::<SbiTask>())]
     task: Option<SbiTask>,
+    /// Check the flags, print what would run, and exit
+    #[arg(long)]
+    dry_run: bool,
 }
 
 /// Simulations per rayon work item.
@@ -117,6 +121,15 @@ fn main() -> Result<()> {
         Some(task) => vec![task],
         None => SbiTask::ALL.to_vec(),
     };
+    if args.dry_run {
+        println!(
+            "dry run: would time {} task(s): {} × {simulations} simulations, {observations} \
+             reference posteriors",
+            tasks.len(),
+            args.repeats
+        );
+        return Ok(());
+    }
     for task in tasks {
         task.visit(Bench {
             repeats: args.repeats,

@@ -50,6 +50,12 @@ struct Parameters {
 fn main() -> anyhow::Result<()> {
     init_tracing();
     let args = Args::parse();
+    if args
+        .common
+        .dry_run("fig1", "the target densities and mixture weights")
+    {
+        return Ok(());
+    }
     let out = OutputDir::create(args.common.out_dir("fig1"))?;
     let timer = RunTimer::start();
     let (x_points, t_points) = if args.common.quick {

@@ -126,6 +126,9 @@ const LABELS: [&str; 4] = ["DSI", "TSI", "κ", "κ-bar"];
 fn main() -> anyhow::Result<()> {
     init_tracing();
     let args = Args::parse();
+    if args.common.dry_run("fig2", "the estimators' variances") {
+        return Ok(());
+    }
     let out = OutputDir::create(args.common.out_dir("fig2"))?;
     let sizes = if args.common.quick {
         Sizes::QUICK
