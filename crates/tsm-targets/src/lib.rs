@@ -25,6 +25,7 @@
 pub mod bridge;
 mod error;
 pub mod exact_variance;
+pub mod lie;
 pub mod mixture;
 pub mod named;
 pub mod noise;
