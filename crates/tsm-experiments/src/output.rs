@@ -3,7 +3,8 @@
 //! `docs/conventions.md` describes.
 //!
 //! Files are written with [`tsm_nn::io::write_atomic`] (a temporary sibling, fsync, rename),
-//! so an interrupted run never leaves a half-written file under the final name.
+//! so an interrupted run never leaves a half-written file under the final name; the
+//! temporary files a killed run leaves are removed by the next run into the folder.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -20,7 +21,8 @@ pub struct OutputDir {
 }
 
 impl OutputDir {
-    /// Creates `path` (and parents) and checks that a file can be written in it.
+    /// Creates `path` (and parents), removes the temporary files a killed run left there
+    /// ([`tsm_nn::io::remove_stale_temps`]) and checks that a file can be written in it.
     ///
     /// # Errors
     /// Names the `--out` flag and the path when the folder cannot be created or written.
@@ -29,6 +31,10 @@ impl OutputDir {
         fs::create_dir_all(&path).with_context(|| {
             format!("--out {}: cannot create the output folder", path.display())
         })?;
+        // Temporary files of a run killed mid-write (never read; see `tsm_nn::io`).
+        for f in tsm_nn::io::remove_stale_temps(&path)? {
+            tracing::info!(file = %f.display(), "removed a leftover of an interrupted run");
+        }
         let probe = path.join(".tsm-write-probe");
         fs::write(&probe, b"")
             .and_then(|()| fs::remove_file(&probe))
@@ -132,5 +138,35 @@ impl RunTimer {
             threads: rayon::current_num_threads(),
             files: files.iter().map(|s| (*s).to_owned()).collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_killed_runs_temporary_files_are_removed_on_the_next_run() {
+        let dir = std::env::temp_dir().join(format!("tsm-output-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("dir");
+        // A pid above Linux's pid_max: that process cannot be running.
+        let stale = dir.join(".fig3.csv.4294967295.tmp");
+        fs::write(&stale, b"half").expect("write");
+        let out = OutputDir::create(&dir).expect("create");
+        out.write_csv("a.csv", &[(1, 2)]).expect("csv");
+        if Path::new("/proc/self").exists() {
+            assert!(!stale.exists());
+        }
+        let names: Vec<_> = fs::read_dir(&dir)
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".tmp"))
+            .collect();
+        assert!(
+            names.is_empty() || !Path::new("/proc/self").exists(),
+            "{names:?}"
+        );
+        let _ = fs::remove_dir_all(&dir);
     }
 }
