@@ -24,7 +24,7 @@ use tsm_core::estimator::MonteCarloScore;
 use tsm_core::identity::Coefficients;
 use tsm_core::schedule::Schedule;
 use tsm_core::target::{Dim, Sample, Score};
-use tsm_targets::exact_variance::{self, FIGURE_REL_TOL};
+use tsm_targets::exact_variance::{self, Column, FIGURE_REL_TOL};
 use tsm_targets::GaussianMixture;
 
 /// The estimators of Fig. 2, in the paper's order, with their CSV names.
@@ -199,10 +199,11 @@ pub const MIN_EFFECTIVE_POINTS: f64 = 20.0;
 /// columns, and what it says about their standard errors.
 ///
 /// A column is the mean over `P` points of `X` (the sample variance over the draws /
-/// `draws`, or the squared error); `X` has exact mean `V/draws` and exact second moment
-/// (`tsm_targets::exact_variance::ExactMoments`), hence an effective number of points
-/// `P E[X]²/E[X²]`. Where `X` is mostly ~0 and rarely large (a posterior with a far, light
-/// second mode), this is about the expected number of points that carry the mean; below
+/// `draws`, or the squared error). From the exact moments of `L` given `x_t`
+/// (`tsm_targets::exact_variance::ExactMoments::effective_points`) come the number of points
+/// that carry `E[X]` and the number that carry `E[X²]`, whose estimate is the standard
+/// error's. Where `X` is mostly ~0 and rarely large (a posterior with a far, light second
+/// mode), these are about the expected number of points that see the rare event; below
 /// [`MIN_EFFECTIVE_POINTS`] the Monte Carlo mean and its own standard error are set by a
 /// handful of points (or none): a rare-event cell. Decided from the exact side, before
 /// looking at the Monte Carlo numbers.
@@ -230,7 +231,6 @@ pub fn spreads(
     schedule: &impl Schedule,
     sizes: Sizes,
 ) -> anyhow::Result<Vec<Spread>> {
-    let points = sizes.points as f64;
     rows.par_iter()
         .map(|r| {
             let target = &targets
@@ -244,23 +244,12 @@ pub fn spreads(
                 .ok_or_else(|| anyhow::anyhow!("spreads: unknown estimator `{}`", r.estimator))?;
             let c = target.figure_identities()[k].coefficients(schedule, r.t)?;
             let m = exact_variance::expected_moments(target, schedule, r.t, &[c], 1e-6)?[0];
-            let mean = m.variance.value / sizes.draws as f64;
-            let effective = |sd: f64| {
-                if mean > 0.0 {
-                    points * mean * mean / (mean * mean + sd * sd)
-                } else {
-                    f64::INFINITY
-                }
-            };
-            let (sd_variance, sd_mse) = (
-                m.variance_column_sd(sizes.draws)?,
-                m.mse_column_sd(sizes.draws)?,
-            );
+            let (points, draws) = (sizes.points, sizes.draws);
             Ok(Spread {
-                variance_std_err: sd_variance / points.sqrt(),
-                variance_effective_points: effective(sd_variance),
-                mse_std_err: sd_mse / points.sqrt(),
-                mse_effective_points: effective(sd_mse),
+                variance_std_err: m.column_sd(Column::Variance, draws)? / (points as f64).sqrt(),
+                variance_effective_points: m.effective_points(Column::Variance, points, draws)?,
+                mse_std_err: m.column_sd(Column::Mse, draws)? / (points as f64).sqrt(),
+                mse_effective_points: m.effective_points(Column::Mse, points, draws)?,
             })
         })
         .collect()
@@ -406,9 +395,10 @@ mod tests {
             "{asserted} cells within 5 standard errors; rare-event cells (not asserted):\n{}",
             rare.join("\n")
         );
-        // The rare-event cells are κ̄ on the equal-variance hard mixture at small t and a few
-        // squared-error cells of the hard mixtures: a minority, that includes the worst.
-        assert!(asserted > 500, "{asserted}");
+        // The rare-event cells are κ̄ on the equal-variance hard mixture at small t and cells
+        // of the hard mixtures next to the crossing (with 200 points): a minority, that
+        // includes the worst.
+        assert!(asserted > 450, "{asserted}");
         assert!(rare
             .iter()
             .any(|r| r.contains("hard_mixture_same_var  t = 0.05 kappa_bar")));

@@ -135,44 +135,85 @@ impl Exact {
 }
 
 /// The exact per-draw variance `V = E_y[Var(L|y)]` of an identity together with the moments
-/// that give the spread of Fig. 2's Monte Carlo quantities over points `y ~ p_t`.
+/// that give the spread of Fig. 2's Monte Carlo quantities over points `y ~ p_t`, and how many
+/// points carry them.
+///
+/// With `V(y) = Var(L|y)` and `μ₄(y) = E[(L − m(y))⁴|y]`, a column's per-point quantity `X`
+/// (the squared error of the mean of `n` draws, or their unbiased sample variance over `n`)
+/// has `E[X|y] = V(y)/n` and `E[X²|y] = h(y) = A μ₄(y) + B V(y)²`, with
+/// `(A, B) = (1/n³, 3(n − 1)/n³)` for the squared error and
+/// `(1/n³, (1 − (n − 3)/(n(n − 1)))/n²)` for the sample variance.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ExactMoments {
     /// `V = E_y[Var(L|y)]`.
     pub variance: Exact,
-    /// `E_y[Var(L|y)²]` (to the requested relative tolerance; no error bound).
+    /// `E_y[V(y)²]` (to the requested relative tolerance; no error bound).
     pub variance_sq: f64,
-    /// `μ₄ = E_y[E[(L − m(y))⁴ | y]]` (to the requested relative tolerance; no error bound).
+    /// `E_y[μ₄(y)]` (likewise).
     pub fourth_moment: f64,
+    /// `E_y[V(y)⁴]`, `E_y[μ₄(y) V(y)²]` and `E_y[μ₄(y)²]`, for `E_y[h(y)²]` (likewise).
+    pub variance_fourth: f64,
+    /// See [`ExactMoments::variance_fourth`].
+    pub fourth_variance_sq: f64,
+    /// See [`ExactMoments::variance_fourth`].
+    pub fourth_sq: f64,
+}
+
+/// Which of Fig. 2's two Monte Carlo columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Column {
+    /// The unbiased sample variance of the draws over their number, averaged over points.
+    Variance,
+    /// The squared error of the draws' mean against the true score, averaged over points.
+    Mse,
 }
 
 impl ExactMoments {
-    /// The standard deviation over points `y ~ p_t` of Fig. 2's per-point "variance" quantity,
-    /// `X = s²/n` with `s²` the unbiased sample variance of `n ≥ 2` draws:
-    /// `E[X²] = E_y[Var(s²|y) + Var(L|y)²]/n²`, `Var(s²|y) = μ₄(y)/n − Var(L|y)² (n−3)/(n(n−1))`.
+    /// `(E[X], A, B)` of the column's per-point quantity (see the type's docs).
+    fn column(&self, column: Column, draws: usize) -> Result<(f64, f64, f64)> {
+        let n = match column {
+            Column::Variance => check_draws(draws, 2, "ExactMoments (variance column)")?,
+            Column::Mse => check_draws(draws, 1, "ExactMoments (mse column)")?,
+        };
+        let b = match column {
+            Column::Variance => (1.0 - (n - 3.0) / (n * (n - 1.0))) / (n * n),
+            Column::Mse => 3.0 * (n - 1.0) / (n * n * n),
+        };
+        Ok((self.variance.value / n, 1.0 / (n * n * n), b))
+    }
+
+    /// The standard deviation over points `y ~ p_t` of the column's per-point quantity `X`:
+    /// `√(E_y[h(y)] − E[X]²)`. For the sample variance, `Var(s²|y) = μ₄(y)/n −
+    /// V(y)² (n − 3)/(n(n − 1))`; for the squared error, `E[(L̄ − m)⁴|y] = (μ₄(y) +
+    /// 3(n − 1)V(y)²)/n³`.
     ///
     /// # Errors
-    /// `Error::Core(TooFewDraws)` for `n < 2`.
-    pub fn variance_column_sd(&self, draws: usize) -> Result<f64> {
-        let n = check_draws(draws, 2, "variance_column_sd")?;
-        let second = (self.fourth_moment / n
-            + self.variance_sq * (1.0 - (n - 3.0) / (n * (n - 1.0))))
-            / (n * n);
-        let mean = self.variance.value / n;
+    /// `Error::Core(TooFewDraws)` for `draws < 2` (variance) or `draws = 0` (mse).
+    pub fn column_sd(&self, column: Column, draws: usize) -> Result<f64> {
+        let (mean, a, b) = self.column(column, draws)?;
+        let second = a * self.fourth_moment + b * self.variance_sq;
         Ok((second - mean * mean).max(0.0).sqrt())
     }
 
-    /// The standard deviation over points of Fig. 2's per-point "mse" quantity,
-    /// `X = (L̄ − ∇log p_t(y))²` for the mean `L̄` of `n ≥ 1` draws:
-    /// `E[X²] = E_y[μ₄(y) + 3(n − 1) Var(L|y)²]/n³`.
+    /// How many of `points` points carry the column's mean and its standard error: the
+    /// smaller of `P E[X]²/E[X²]` (the points that carry the mean; for `X` mostly ~0 and
+    /// rarely large, about the expected number of points that see the rare event) and
+    /// `P E_y[h]²/E_y[h²]` (the same for `E[X²]`, whose estimate is the standard error's: the
+    /// relative variance of the sample `E[X²]` is at least `1/that − 1/P`). `+∞` where `V = 0`.
     ///
     /// # Errors
-    /// `Error::Core(TooFewDraws)` for `n = 0`.
-    pub fn mse_column_sd(&self, draws: usize) -> Result<f64> {
-        let n = check_draws(draws, 1, "mse_column_sd")?;
-        let second = (self.fourth_moment + 3.0 * (n - 1.0) * self.variance_sq) / (n * n * n);
-        let mean = self.variance.value / n;
-        Ok((second - mean * mean).max(0.0).sqrt())
+    /// As [`ExactMoments::column_sd`].
+    pub fn effective_points(&self, column: Column, points: usize, draws: usize) -> Result<f64> {
+        let (mean, a, b) = self.column(column, draws)?;
+        let h_mean = a * self.fourth_moment + b * self.variance_sq;
+        let h_sq = a * a * self.fourth_sq
+            + 2.0 * a * b * self.fourth_variance_sq
+            + b * b * self.variance_fourth;
+        if mean <= 0.0 || h_mean <= 0.0 {
+            return Ok(f64::INFINITY);
+        }
+        let p = points as f64;
+        Ok((p * mean * mean / h_mean).min(p * h_mean * h_mean / h_sq))
     }
 }
 
@@ -233,8 +274,7 @@ pub fn expected_variances(
 }
 
 /// As [`expected_variances`], with the moments that give the spread of the Monte Carlo
-/// quantities over points ([`ExactMoments::variance_column_sd`],
-/// [`ExactMoments::mse_column_sd`]).
+/// quantities over points ([`ExactMoments::column_sd`], [`ExactMoments::effective_points`]).
 ///
 /// # Errors
 /// As [`expected_variances`].
@@ -584,9 +624,9 @@ impl Problem<'_> {
                 .copied()
                 .chain(crossovers(self.marginal.weights(), means, stds)),
         );
-        // Components: [p V | p err V | p V² | p μ₄], four of each; only p V (and p V², p μ₄
-        // when the fourth moments are wanted) drive the refinement.
-        let mut abs = [f64::MAX; 4 * BLOCK];
+        // Components: [p V | p err V | p V² | p μ₄ | p V⁴ | p μ₄V² | p μ₄²], four of each;
+        // only p V (and p V², p μ₄ when the fourth moments are wanted) drive the refinement.
+        let mut abs = [f64::MAX; 7 * BLOCK];
         let floor = self.rounding_floor(block);
         for k in 0..block.len {
             abs[k] = floor[k];
@@ -608,15 +648,20 @@ impl Problem<'_> {
             |y| {
                 let density = self.marginal.log_density(&[y]).exp();
                 if density == 0.0 {
-                    return Ok([0.0; 4 * BLOCK]);
+                    return Ok([0.0; 7 * BLOCK]);
                 }
                 let inner = self.inner(schedule, t, y, block, accuracy)?;
-                let mut v = [0.0; 4 * BLOCK];
+                let mut v = [0.0; 7 * BLOCK];
                 for k in 0..BLOCK {
-                    v[k] = density * inner.second[k];
+                    let (second, fourth) = (inner.second[k], inner.fourth[k]);
+                    let second_sq = second * second;
+                    v[k] = density * second;
                     v[BLOCK + k] = density * inner.second_error[k];
-                    v[2 * BLOCK + k] = density * inner.second[k] * inner.second[k];
-                    v[3 * BLOCK + k] = density * inner.fourth[k];
+                    v[2 * BLOCK + k] = density * second_sq;
+                    v[3 * BLOCK + k] = density * fourth;
+                    v[4 * BLOCK + k] = density * second_sq * second_sq;
+                    v[5 * BLOCK + k] = density * fourth * second_sq;
+                    v[6 * BLOCK + k] = density * fourth * fourth;
                 }
                 Ok(v)
             },
@@ -634,6 +679,9 @@ impl Problem<'_> {
                 },
                 variance_sq: outer.value[2 * BLOCK + k],
                 fourth_moment: outer.value[3 * BLOCK + k],
+                variance_fourth: outer.value[4 * BLOCK + k],
+                fourth_variance_sq: outer.value[5 * BLOCK + k],
+                fourth_sq: outer.value[6 * BLOCK + k],
             })
             .collect())
     }
@@ -1265,11 +1313,17 @@ mod tests {
         let c = ScoreIdentity::Dsi.coefficients(&Cosine, t).unwrap();
         let m = expected_moments(&named::unit_gaussian(), &Cosine, t, &[c], 1e-11).unwrap()[0];
         let (v, n) = (m.variance.value, 100.0);
-        let sd = m.variance_column_sd(100).unwrap();
+        let sd = m.column_sd(Column::Variance, 100).unwrap();
         assert!((sd - v / n * (2.0 / (n - 1.0)).sqrt()).abs() < 1e-12 * sd);
-        let sd = m.mse_column_sd(100).unwrap();
+        let sd = m.column_sd(Column::Mse, 100).unwrap();
         assert!((sd - 2f64.sqrt() * v / n).abs() < 1e-12 * sd);
-        assert!(m.variance_column_sd(1).is_err());
+        assert!(m.column_sd(Column::Variance, 1).is_err());
+        // V(y) is constant, so every point carries E[X²] alike and the effective points are
+        // those of the mean: P/(1 + 2/(n − 1)) and P/3.
+        let p = m.effective_points(Column::Variance, 1000, 100).unwrap();
+        assert!((p - 1000.0 / (1.0 + 2.0 / 99.0)).abs() < 1e-9 * p, "{p}");
+        let p = m.effective_points(Column::Mse, 1000, 100).unwrap();
+        assert!((p - 1000.0 / 3.0).abs() < 1e-9 * p, "{p}");
     }
 
     #[test]
