@@ -160,25 +160,7 @@ pub fn add_exact(
     schedule: &impl Schedule,
     draws: usize,
 ) -> anyhow::Result<()> {
-    // The distinct (target, t) cells, in row order, and each row's cell and estimator.
-    let mut cells: Vec<(usize, f64)> = Vec::new();
-    let mut index: std::collections::HashMap<(usize, u64), usize> = Default::default();
-    let mut row_cells = Vec::with_capacity(rows.len());
-    for r in rows.iter() {
-        let i = targets
-            .iter()
-            .position(|(name, _)| *name == r.target)
-            .ok_or_else(|| anyhow::anyhow!("add_exact: unknown target `{}`", r.target))?;
-        let k = ESTIMATORS
-            .iter()
-            .position(|e| *e == r.estimator)
-            .ok_or_else(|| anyhow::anyhow!("add_exact: unknown estimator `{}`", r.estimator))?;
-        let cell = *index.entry((i, r.t.to_bits())).or_insert_with(|| {
-            cells.push((i, r.t));
-            cells.len() - 1
-        });
-        row_cells.push((cell, k));
-    }
+    let (cells, row_cells) = cells(rows, targets)?;
     let exact: Vec<Vec<exact_variance::Exact>> = cells
         .par_iter()
         .map(|&(i, t)| exact_at(&targets[i].1, schedule, t))
@@ -189,6 +171,34 @@ pub fn add_exact(
         r.mse_exact = Some(v);
     }
     Ok(())
+}
+
+/// The distinct (target index, t) cells of `rows`, in row order, and each row's cell and
+/// estimator index.
+#[allow(clippy::type_complexity)]
+fn cells(
+    rows: &[Row],
+    targets: &[(&str, GaussianMixture)],
+) -> anyhow::Result<(Vec<(usize, f64)>, Vec<(usize, usize)>)> {
+    let mut cells: Vec<(usize, f64)> = Vec::new();
+    let mut index: std::collections::HashMap<(usize, u64), usize> = Default::default();
+    let mut row_cells = Vec::with_capacity(rows.len());
+    for r in rows {
+        let i = targets
+            .iter()
+            .position(|(name, _)| *name == r.target)
+            .ok_or_else(|| anyhow::anyhow!("unknown target `{}`", r.target))?;
+        let k = ESTIMATORS
+            .iter()
+            .position(|e| *e == r.estimator)
+            .ok_or_else(|| anyhow::anyhow!("unknown estimator `{}`", r.estimator))?;
+        let cell = *index.entry((i, r.t.to_bits())).or_insert_with(|| {
+            cells.push((i, r.t));
+            cells.len() - 1
+        });
+        row_cells.push((cell, k));
+    }
+    Ok((cells, row_cells))
 }
 
 /// Effective points below which a Monte Carlo standard error of Fig. 2 is not trusted (see
@@ -220,7 +230,8 @@ pub struct Spread {
 }
 
 /// [`Spread`] of every row made by [`compute`] for the same `targets`, `schedule` and `sizes`
-/// (one rayon item per row; quadrature to relative tolerance `10⁻⁶`).
+/// (one rayon item per (target, t); quadrature to relative tolerance `10⁻⁴`, ample for a
+/// standard error and a count).
 ///
 /// # Errors
 /// Identity or quadrature errors; a row of a target not in `targets` or of an unknown
@@ -231,20 +242,30 @@ pub fn spreads(
     schedule: &impl Schedule,
     sizes: Sizes,
 ) -> anyhow::Result<Vec<Spread>> {
-    rows.par_iter()
-        .map(|r| {
-            let target = &targets
+    let (cells, row_cells) = cells(rows, targets)?;
+    let moments: Vec<Vec<exact_variance::ExactMoments>> = cells
+        .par_iter()
+        .map(|&(i, t)| {
+            let target = &targets[i].1;
+            let coefficients: Vec<Coefficients> = target
+                .figure_identities()
                 .iter()
-                .find(|(name, _)| *name == r.target)
-                .ok_or_else(|| anyhow::anyhow!("spreads: unknown target `{}`", r.target))?
-                .1;
-            let k = ESTIMATORS
-                .iter()
-                .position(|e| *e == r.estimator)
-                .ok_or_else(|| anyhow::anyhow!("spreads: unknown estimator `{}`", r.estimator))?;
-            let c = target.figure_identities()[k].coefficients(schedule, r.t)?;
-            let m = exact_variance::expected_moments(target, schedule, r.t, &[c], 1e-6)?[0];
-            let (points, draws) = (sizes.points, sizes.draws);
+                .map(|id| id.coefficients(schedule, t))
+                .collect::<Result<_, _>>()?;
+            Ok(exact_variance::expected_moments(
+                target,
+                schedule,
+                t,
+                &coefficients,
+                1e-4,
+            )?)
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let (points, draws) = (sizes.points, sizes.draws);
+    row_cells
+        .iter()
+        .map(|&(cell, k)| {
+            let m = &moments[cell][k];
             Ok(Spread {
                 variance_std_err: m.column_sd(Column::Variance, draws)? / (points as f64).sqrt(),
                 variance_effective_points: m.effective_points(Column::Variance, points, draws)?,
