@@ -1,11 +1,11 @@
-//! The computation behind Fig. 2 (paper `001` §4.1): variance and error of the Monte Carlo
+//! The computation behind Fig. 2 of De Bortoli et al. (2024), §4.1: variance and error of the Monte Carlo
 //! score estimators (eq. 18) over `t`, shared by the figure binary and the benchmark.
 //!
 //! For each target and `t = k/K` (`k = 1…K−1`): draw `points` values `x_t ~ p_t`; for each,
 //! draw `draws` samples `x_0 ~ p(x_0|x_t)` (eq. 17) and evaluate DSI, TSI, `κ` and `κ̄` on the
 //! same draws. Reported per (target, t, estimator):
 //! - `variance`: mean over points of (sample variance of `L` over the draws)/`draws`, i.e. the
-//!   variance of the estimator (SPEC §4);
+//!   variance of the estimator;
 //! - `mse`: mean over points of (estimate − `∇log p_t(x_t)`)², against the exact marginal score;
 //! - `variance_exact`, `mse_exact` ([`add_exact`]): what both of those estimate,
 //!   `E_{x_t}[Var(L | x_t)]/draws`, by quadrature (`tsm_targets::exact_variance`). The estimate
@@ -69,7 +69,7 @@ impl Sizes {
 }
 
 /// One row of Fig. 2's CSV (`target,t,estimator,variance,mse,variance_exact,mse_exact`;
-/// SPEC §5 and issue #18).
+/// the first five fixed since the first release, the exact ones appended).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Row {
     /// Target name.

@@ -1,5 +1,5 @@
 //! Runs the `--quick` variants of Figs. 1–3 as a user would, and checks their outputs:
-//! the files of SPEC §5, Fig. 2's fixed CSV columns (and the exact ones appended), its
+//! the files every figure writes (docs/conventions.md), Fig. 2's fixed CSV columns (and the exact ones appended), its
 //! `--easy-mixture-sd`, Fig. 1's variance-optimal weight, completeness and finiteness, and
 //! byte-for-byte reproducibility with the same seed (also across thread counts).
 
@@ -64,7 +64,7 @@ fn fig2_quick_has_the_fixed_columns_is_complete_and_reproducible() {
         .iter()
         .map(str::to_owned)
         .collect();
-    // The columns of SPEC §5, then the exact ones of issue #18 (appended, so that the first
+    // The columns of docs/conventions.md, then the exact ones (appended, so that the first
     // five are what they always were).
     assert_eq!(
         header,

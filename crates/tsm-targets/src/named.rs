@@ -1,6 +1,6 @@
-//! The targets of the papers' figures, by name (SPEC §4).
+//! The targets of the papers' figures, by name (defined in docs/conventions.md).
 //!
-//! The four 1-D targets of paper `001` Figs. 1–4 all have total variance 1:
+//! The four 1-D targets of De Bortoli et al. (2024), Figs. 1–4, all have total variance 1:
 //!
 //! | name | weights | means | stds |
 //! |---|---|---|---|

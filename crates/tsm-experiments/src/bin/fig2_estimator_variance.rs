@@ -7,7 +7,7 @@
 //!
 //! `cargo xtask reproduce-fig2 [--out DIR] [--seed S] [--quick] [--easy-mixture-sd S]`
 //!
-//! Output `fig2.csv` columns (SPEC §5, then issue #18):
+//! Output `fig2.csv` columns (the five of docs/conventions.md, then the exact ones):
 //! `target,t,estimator,variance,mse,variance_exact,mse_exact`. `fig2.json` records, beside the
 //! parameters, the time the exact curves took, the cells where the Monte Carlo number is more
 //! than 5 of its own standard errors from the exact one, and the rare-event cells, where that

@@ -9,7 +9,7 @@
 //!   γᵢ²  = sᵢ² σ_t² / (σ_t² + α_t² sᵢ²)
 //! ```
 //!
-//! Reading taken of eq. 17, whose extraction is garbled: with `c²ᵢ,ₜ = α_t sᵢ²` (the paper's
+//! Reading taken of eq. 17, whose printed form is ambiguous: with `c²ᵢ,ₜ = α_t sᵢ²` (the paper's
 //! `α_t(σᵢ² + μᵢ²) − μᵢ μᵢ,ₜ`) and `σᵢ,ₜ² = α_t² sᵢ² + σ_t²`, the paper's
 //! `νᵢ = μᵢ + c²ᵢ,ₜ/σᵢ,ₜ² (x_t − μᵢ,ₜ)` and `γᵢ² = sᵢ² − c⁴ᵢ,ₜ/σᵢ,ₜ²` are the forms above
 //! (Gaussian conditioning of `x_0` on `x_t = α_t x_0 + σ_t ε`). They are finite at both ends:
