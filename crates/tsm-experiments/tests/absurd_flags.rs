@@ -1,7 +1,8 @@
 //! Absurd values over every flag of every binary (issue #13): each binary's value-taking
 //! flags are read from its own `--help` (so a flag added later is swept too), and each is run
 //! with `0, 1, -1, 1e300, nan, inf, 2⁶⁴ − 1, 2³², 10¹² (as an integer and as 1e12)` under
-//! `--dry-run` (every check, no work). Every run must end by itself, quickly, with status 0
+//! `--dry-run` (every check, no work; `likelihood`, which has none, with a missing `--data`
+//! file, so that an accepted value stops there). Every run must end by itself, quickly, with status 0
 //! (accepted), 1 (an error) or 2 (a refused flag): no signal, no panic, no abort, no hang —
 //! and, being dry runs, write nothing.
 //!
@@ -32,7 +33,13 @@ const BINARIES: &[(&str, &str)] = &[
     ("bench_snis", env!("CARGO_BIN_EXE_bench_snis")),
     ("bench_train", env!("CARGO_BIN_EXE_bench_train")),
     ("bench_sbi", env!("CARGO_BIN_EXE_bench_sbi")),
+    ("bench_likelihood", env!("CARGO_BIN_EXE_bench_likelihood")),
+    ("likelihood", env!("CARGO_BIN_EXE_likelihood")),
 ];
+
+/// Binaries without `--dry-run` whose every accepted run stops at a missing input file
+/// (`--data`) before any work: their flags are swept all the same.
+const MISSING_INPUT: &[&str] = &["likelihood"];
 
 const VALUES: &[&str] = &[
     "0",
@@ -48,7 +55,7 @@ const VALUES: &[&str] = &[
 ];
 
 /// Flags that name files rather than numbers (given a scratch value instead).
-const PATH_FLAGS: &[&str] = &["--out", "--checkpoint"];
+const PATH_FLAGS: &[&str] = &["--out", "--checkpoint", "--data"];
 
 /// A run that takes longer than this is a hang (debug binaries, two busy cores).
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -154,7 +161,13 @@ fn absurd_values_of_every_flag_end_cleanly() {
     let mut cases = Vec::new();
     for &(name, bin) in BINARIES {
         let flags = value_flags(bin);
-        let mut common = vec!["--dry-run".to_owned()];
+        let dry = !MISSING_INPUT.contains(&name);
+        let mut common = Vec::new();
+        if dry {
+            common.push("--dry-run".to_owned());
+        } else {
+            common.push(format!("--data={}", root.join("missing.csv").display()));
+        }
         if flags.iter().any(|f| f == "--out") {
             common.push(format!("--out={}", out.join(name).display()));
         }
@@ -173,9 +186,11 @@ fn absurd_values_of_every_flag_end_cleanly() {
             .env("RUST_LOG", "error")
             .output()
             .expect("dry run");
-        assert!(
-            ok.status.success(),
-            "{name} --dry-run: {}",
+        assert_eq!(
+            ok.status.code(),
+            Some(if dry { 0 } else { 1 }),
+            "{name} {:?}: {}",
+            base.args,
             String::from_utf8_lossy(&ok.stderr)
         );
         assert!(
