@@ -9,10 +9,10 @@
 use rand::Rng;
 use rand_distr::StandardNormal;
 use tsm_core::estimator::MonteCarloScore;
-use tsm_core::target::ExactPosterior;
 use tsm_core::gaussian_variance::GaussianVariance;
 use tsm_core::identity::{Coefficients, ScoreIdentity};
 use tsm_core::schedule::{Cosine, LinearVp, Schedule};
+use tsm_core::target::ExactPosterior;
 use tsm_core::target::{Dim, PosteriorSample, Score};
 use tsm_core::{Error, Result};
 

@@ -2,9 +2,9 @@
 //! [parent module](super)).
 
 use rand::Rng;
-use tsm_core::target::ExactPosterior;
 use tsm_core::rng::normal;
 use tsm_core::schedule::{check_time, Schedule};
+use tsm_core::target::ExactPosterior;
 use tsm_core::target::{check_dim, Dim, PosteriorSample};
 
 use super::kernels::place_two_components;
