@@ -1,4 +1,4 @@
-//! `fig5_training --quick` runs end to end and writes the SPEC §5 files with the documented
+//! `fig5_training --quick` runs end to end and writes the files of docs/conventions.md with the documented
 //! columns, one row per (loss, evaluation step), all values finite.
 
 use std::path::PathBuf;

@@ -1,4 +1,4 @@
-//! Fig. 3 of *Target Score Matching* (paper `001`, §4.1): the four time weightings `λ_t`
+//! Fig. 3 of *Target Score Matching* (De Bortoli et al. 2024, §4.1): the four time weightings `λ_t`
 //! (original `1/σ_t²`, DSM-optimal, TSM-optimal, uniform) for `σ_data² = 1`, cosine schedule,
 //! each normalised to integrate to one over `t ∈ [10⁻³, 1 − 10⁻³]` (the original weighting is
 //! not integrable at `t = 0`). Log y-axis.

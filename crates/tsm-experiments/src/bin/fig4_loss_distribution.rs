@@ -1,4 +1,4 @@
-//! Fig. 4 of *Target Score Matching* (paper `001`, §4.1): the distribution of the loss at the
+//! Fig. 4 of *Target Score Matching* (De Bortoli et al. 2024, §4.1): the distribution of the loss at the
 //! true score for 4 targets × 4 losses (DSM, TSM, κ, κ̄) × 4 weightings (original, DSM-optimal,
 //! TSM-optimal, uniform): 10,000 estimates, each from 100 draws of `(t ~ U, x_0, x_t)`, cosine
 //! schedule, `t ∈ [10⁻³, 1 − 10⁻³]`. Histograms on a log x-axis, one panel per
