@@ -56,6 +56,25 @@ pub enum LieError {
         /// The sum of all weights.
         sum: f64,
     },
+    /// A heat-time grid with fewer than two or more than `max` times (see
+    /// `lie::sampler::HeatGrid`).
+    #[error("a heat-time grid needs between 2 and {max} times, got {points}")]
+    GridSize {
+        /// The number of times given.
+        points: usize,
+        /// The most times a grid may have.
+        max: usize,
+    },
+    /// Heat-time grid times that do not decrease strictly.
+    #[error("heat-time grid: time {index} = {value} does not decrease strictly from {previous}")]
+    Unordered {
+        /// The index of the offending time.
+        index: usize,
+        /// Its value.
+        value: f64,
+        /// The time before it.
+        previous: f64,
+    },
     /// A sample size too small for an estimate.
     #[error("{op} needs at least {needed} draws, got {got}")]
     TooFewDraws {

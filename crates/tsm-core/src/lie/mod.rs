@@ -24,7 +24,9 @@
 //! - [`so3`]: rotations ([`so3::So3`], [`so3::Rotation`]) with a log that is stable near `π`;
 //! - [`igso3`]: IGSO(3), the heat kernel on `SO(3)`, accurate at every variance (image form
 //!   for `ε ≤ 1`, character series for `ε > 1`);
-//! - [`identity`]: DSI and TSI on a group (Props. 3.2, 3.3).
+//! - [`identity`]: DSI and TSI on a group (Props. 3.2, 3.3);
+//! - [`sampler`]: the reverse-time geodesic random walk from the Haar measure (De Bortoli et
+//!   al. 2022, Alg. 1) over a [`sampler::GroupScore`].
 //!
 //! # References
 //! [^1]: De Bortoli, Hutchinson, Wirnsberger, Doucet (2024), *Target Score Matching*, §3.2,
@@ -33,6 +35,7 @@
 mod error;
 pub mod identity;
 pub mod igso3;
+pub mod sampler;
 pub mod so3;
 pub mod torus;
 
@@ -76,6 +79,16 @@ pub trait LieGroup {
     /// Body coordinates `v` at `g` to spatial (right-trivialised) coordinates `Ad_g v`.
     fn body_to_spatial(&self, g: &Self::Element, v: &[f64], out: &mut [f64]) {
         self.adjoint(g, v, out);
+    }
+
+    /// Checks that `g` belongs to this group (e.g. a torus point with `d` angles); the
+    /// default accepts every value of the element type.
+    ///
+    /// # Errors
+    /// [`LieError::DimMismatch`] for an element of another dimension.
+    fn check_element(&self, g: &Self::Element) -> Result<(), LieError> {
+        let _ = g;
+        Ok(())
     }
 
     /// The transport `dR_{x⁻¹y}(x): T_x G → T_y G` of Prop. 3.2 (De Bortoli et al. 2024), in

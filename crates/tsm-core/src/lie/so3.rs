@@ -302,6 +302,13 @@ impl LieGroup for So3 {
     }
 }
 
+impl super::sampler::HaarSample for So3 {
+    /// A uniform rotation ([`Rotation::uniform`]: a uniform unit quaternion).
+    fn uniform<R: Rng + ?Sized>(&self, rng: &mut R) -> Rotation {
+        Rotation::uniform(rng)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -142,6 +142,21 @@ impl LieGroup for Torus {
     fn transport(&self, _x: &TorusPoint, _y: &TorusPoint, xi: &[f64], out: &mut [f64]) {
         out.copy_from_slice(xi);
     }
+
+    fn check_element(&self, g: &TorusPoint) -> Result<(), LieError> {
+        check_len(self.d, g.dim(), "torus point")
+    }
+}
+
+impl super::sampler::HaarSample for Torus {
+    /// `d` independent angles uniform on `[−π, π)` (Haar measure of `𝕋^d`).
+    fn uniform<R: Rng + ?Sized>(&self, rng: &mut R) -> TorusPoint {
+        TorusPoint(
+            (0..self.d)
+                .map(|_| wrap(-PI + TAU * rng.random::<f64>()))
+                .collect(),
+        )
+    }
 }
 
 /// The wrapped normal `WN(0, s²)` on `𝕋¹`: the law of `wrap(s Z)`, i.e. Brownian motion of
