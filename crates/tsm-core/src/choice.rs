@@ -90,3 +90,59 @@ macro_rules! serde_via_str {
 macro_rules! serde_via_str {
     ($ty:ty) => {};
 }
+
+/// Implements [`Choice`], `FromStr`, `Display`, serde and a `name()` method for an enum of
+/// unit variants, from one list of `Variant => "name"` pairs — the one place a new variant's
+/// name is written.
+///
+/// ```
+/// #[derive(Debug, Clone, Copy, PartialEq)]
+/// enum Colour { Red, DarkBlue }
+/// tsm_core::unit_choice!(Colour, "colour", [Red => "red", DarkBlue => "dark_blue"]);
+///
+/// use tsm_core::choice::Choice;
+/// assert_eq!("dark_blue".parse::<Colour>()?, Colour::DarkBlue);
+/// assert_eq!(Colour::Red.to_string(), "red");
+/// assert_eq!(Colour::NAMES, ["red", "dark_blue"]);
+/// assert!("blue".parse::<Colour>().is_err()); // lists the valid names
+/// # Ok::<(), tsm_core::Error>(())
+/// ```
+#[macro_export]
+macro_rules! unit_choice {
+    ($ty:ident, $kind:literal, [$($variant:ident => $name:literal),+ $(,)?]) => {
+        impl $ty {
+            /// The snake_case name, as on the command line and in the CSVs.
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $(Self::$variant => $name,)+
+                }
+            }
+        }
+
+        impl $crate::choice::Choice for $ty {
+            const KIND: &'static str = $kind;
+            const NAMES: &'static [&'static str] = &[$($name),+];
+        }
+
+        impl ::std::str::FromStr for $ty {
+            type Err = $crate::Error;
+
+            /// # Errors
+            /// `Error::UnknownName` listing the valid names.
+            fn from_str(s: &str) -> ::std::result::Result<Self, $crate::Error> {
+                match s {
+                    $($name => Ok(Self::$variant),)+
+                    _ => Err($crate::choice::unknown::<Self>(s)),
+                }
+            }
+        }
+
+        impl ::std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+
+        $crate::serde_via_str!($ty);
+    };
+}

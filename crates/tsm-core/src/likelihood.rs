@@ -88,13 +88,9 @@
 //! [^4]: Dormand & Prince (1980), *A family of embedded Runge–Kutta formulae*.
 //! [^5]: Hairer, Nørsett & Wanner (1993), *Solving ordinary differential equations I*, §II.4.
 
-use std::fmt;
-use std::str::FromStr;
-
 use rand::Rng;
 use rand_distr::StandardNormal;
 
-use crate::choice::{unknown, Choice};
 use crate::sampler::NoisedScore;
 use crate::schedule::Schedule;
 use crate::target::Dim;
@@ -217,32 +213,7 @@ pub enum Probe {
     Gaussian,
 }
 
-impl Choice for Probe {
-    const KIND: &'static str = "probe";
-    const NAMES: &'static [&'static str] = &["rademacher", "gaussian"];
-}
-
-impl fmt::Display for Probe {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Rademacher => "rademacher",
-            Self::Gaussian => "gaussian",
-        })
-    }
-}
-
-impl FromStr for Probe {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s.trim() {
-            "rademacher" => Ok(Self::Rademacher),
-            "gaussian" => Ok(Self::Gaussian),
-            _ => Err(unknown::<Self>(s)),
-        }
-    }
-}
-
-crate::serde_via_str!(Probe);
+crate::unit_choice!(Probe, "probe", [Rademacher => "rademacher", Gaussian => "gaussian"]);
 
 /// How the divergence is computed: `exact` (a [`ScoreDivergence`], e.g. [`FiniteDifference`]
 /// for a network) or `hutchinson` (probes and finite-difference JVPs).
@@ -255,32 +226,10 @@ pub enum Estimator {
     Hutchinson,
 }
 
-impl Choice for Estimator {
-    const KIND: &'static str = "divergence estimator";
-    const NAMES: &'static [&'static str] = &["exact", "hutchinson"];
-}
-
-impl fmt::Display for Estimator {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Exact => "exact",
-            Self::Hutchinson => "hutchinson",
-        })
-    }
-}
-
-impl FromStr for Estimator {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s.trim() {
-            "exact" => Ok(Self::Exact),
-            "hutchinson" => Ok(Self::Hutchinson),
-            _ => Err(unknown::<Self>(s)),
-        }
-    }
-}
-
-crate::serde_via_str!(Estimator);
+crate::unit_choice!(Estimator, "divergence estimator", [
+    Exact => "exact",
+    Hutchinson => "hutchinson",
+]);
 
 /// Hutchinson's probes for one run: `K` per point, fixed along the trajectory.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -15,10 +15,6 @@
 //! [^1]: De Bortoli et al. (2024), *Target Score Matching*, §4.1 and App. D.
 //! [^2]: Karras et al. (2022), *Elucidating the design space of diffusion-based generative models*.
 
-use std::fmt;
-use std::str::FromStr;
-
-use crate::choice::{unknown, Choice};
 use crate::error::positive;
 use crate::schedule::{AnySchedule, Schedule};
 use crate::{Error, Result};
@@ -57,11 +53,6 @@ impl Weighting {
         Self::Uniform,
     ];
 
-    /// Short name (`original`, `dsm_optimal`, `tsm_optimal`, `uniform`), as in the CSVs.
-    pub fn name(&self) -> &'static str {
-        <Self as Choice>::NAMES[*self as usize]
-    }
-
     /// The unnormalised `λ_t` (infinite where it diverges, e.g. `1/σ_0²`).
     pub fn unnormalised(
         &self,
@@ -83,33 +74,12 @@ impl Weighting {
     }
 }
 
-impl Choice for Weighting {
-    const KIND: &'static str = "weighting";
-    /// In the order of [`Weighting::ALL`].
-    const NAMES: &'static [&'static str] = &["original", "dsm_optimal", "tsm_optimal", "uniform"];
-}
-
-impl FromStr for Weighting {
-    type Err = Error;
-
-    /// # Errors
-    /// [`Error::UnknownName`] listing the valid names.
-    fn from_str(s: &str) -> Result<Self> {
-        <Self as Choice>::NAMES
-            .iter()
-            .position(|n| *n == s)
-            .map(|i| Self::ALL[i])
-            .ok_or_else(|| unknown::<Self>(s))
-    }
-}
-
-impl fmt::Display for Weighting {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-crate::serde_via_str!(Weighting);
+crate::unit_choice!(Weighting, "weighting", [
+    Original => "original",
+    DsmOptimal => "dsm_optimal",
+    TsmOptimal => "tsm_optimal",
+    Uniform => "uniform",
+]);
 
 /// A time interval `[t_min, t_max] ⊆ [0, 1]` on which `t` is drawn uniformly.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -234,6 +204,7 @@ impl NormalisedWeighting {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::choice::Choice;
     use crate::quadrature::integrate;
 
     #[test]

@@ -56,10 +56,6 @@
 //! [^3]: Talts, Betancourt, Simpson, Vehtari, Gelman (2018), *Validating Bayesian inference
 //!   algorithms with simulation-based calibration*.
 
-use std::fmt;
-use std::str::FromStr;
-
-use tsm_core::choice::{unknown, Choice};
 use tsm_core::simulator::JointLogDensity;
 
 pub mod calibration;
@@ -123,15 +119,6 @@ pub trait TaskVisitor {
 impl SbiTask {
     /// Every task, in a fixed order.
     pub const ALL: [SbiTask; 3] = [Self::LinearGaussian, Self::GaltonBoard, Self::Sir];
-
-    /// The task's name (`linear_gaussian`, `galton_board`, `sir`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::LinearGaussian => "linear_gaussian",
-            Self::GaltonBoard => "galton_board",
-            Self::Sir => "sir",
-        }
-    }
 
     /// Runs `visitor` on a fresh instance of the task.
     pub fn visit<V: TaskVisitor>(self, visitor: V) -> V::Output {
@@ -203,33 +190,11 @@ impl SbiTask {
     }
 }
 
-impl Choice for SbiTask {
-    const KIND: &'static str = "task";
-    const NAMES: &'static [&'static str] = &["linear_gaussian", "galton_board", "sir"];
-}
-
-impl FromStr for SbiTask {
-    type Err = tsm_core::Error;
-
-    /// Parses a task name ([`SbiTask::NAMES`](Choice::NAMES)).
-    ///
-    /// # Errors
-    /// [`tsm_core::Error::UnknownName`] listing the valid names.
-    fn from_str(s: &str) -> tsm_core::Result<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|t| t.name() == s)
-            .ok_or_else(|| unknown::<Self>(s))
-    }
-}
-
-impl fmt::Display for SbiTask {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-tsm_core::serde_via_str!(SbiTask);
+tsm_core::unit_choice!(SbiTask, "task", [
+    LinearGaussian => "linear_gaussian",
+    GaltonBoard => "galton_board",
+    Sir => "sir",
+]);
 
 /// Checks that every value of `x` is a whole number in `0..=max`: the check of a count task's
 /// observation (`what` names the count in the error).
