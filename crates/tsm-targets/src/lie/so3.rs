@@ -3,7 +3,8 @@
 
 use rand::Rng;
 use tsm_core::lie::igso3::Igso3;
-use tsm_core::lie::so3::Rotation;
+use tsm_core::lie::sampler::GroupScore;
+use tsm_core::lie::so3::{Rotation, So3};
 use tsm_core::lie::LieError;
 
 use super::torus::categorical;
@@ -142,6 +143,28 @@ impl So3Mixture {
     }
 }
 
+/// The exact noised score for the group samplers: at heat time `τ` the body score of
+/// [`So3Mixture::noised`]`(τ)`.
+impl GroupScore<So3> for So3Mixture {
+    /// # Errors
+    /// [`LieError::DimMismatch`] for an `out` other than `[x.len(), 3]`;
+    /// [`LieError::NonPositive`] unless `t` is finite and positive.
+    fn noised_score(&mut self, x: &[Rotation], t: f64, out: &mut [f64]) -> Result<(), LieError> {
+        if out.len() != 3 * x.len() {
+            return Err(LieError::DimMismatch {
+                expected: 3 * x.len(),
+                got: out.len(),
+                op: "So3Mixture::noised_score (out)",
+            });
+        }
+        let noised = self.noised(t)?;
+        for (r, o) in x.iter().zip(out.chunks_exact_mut(3)) {
+            o.copy_from_slice(&noised.body_score(r));
+        }
+        Ok(())
+    }
+}
+
 /// Draws with normalised importance weights (see [`So3Mixture::posterior_draws`]).
 #[derive(Debug, Clone)]
 pub struct WeightedDraws {
@@ -180,7 +203,7 @@ impl WeightedDraws {
 mod tests {
     use super::*;
     use tsm_core::lie::identity::{dsi_target, tsi_target};
-    use tsm_core::lie::so3::{exp, So3};
+    use tsm_core::lie::so3::exp;
 
     fn mixture() -> So3Mixture {
         So3Mixture::new(

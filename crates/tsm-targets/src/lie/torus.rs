@@ -3,7 +3,8 @@
 use std::f64::consts::PI;
 
 use rand::Rng;
-use tsm_core::lie::torus::{wrap, TorusPoint, WrappedNormal};
+use tsm_core::lie::sampler::GroupScore;
+use tsm_core::lie::torus::{wrap, Torus, TorusPoint, WrappedNormal};
 use tsm_core::lie::LieError;
 use tsm_core::rng::normal;
 
@@ -173,6 +174,24 @@ impl TorusMixture {
             y: y.angles().to_vec(),
             log_resp: lp.iter().map(|p| p.ln()).collect(),
         })
+    }
+}
+
+/// The exact noised score for the group samplers: at heat time `τ` the score of
+/// [`TorusMixture::noised`]`(τ)` (body = spatial coordinates on the torus).
+impl GroupScore<Torus> for TorusMixture {
+    /// # Errors
+    /// [`LieError::DimMismatch`] for a point of another dimension than `d` or an `out` other
+    /// than `[x.len(), d]`; [`LieError::NonPositive`] unless `t` is finite and positive.
+    fn noised_score(&mut self, x: &[TorusPoint], t: f64, out: &mut [f64]) -> Result<(), LieError> {
+        let d = self.d;
+        check(x.len() * d, out.len(), "TorusMixture::noised_score (out)")?;
+        let noised = self.noised(t)?;
+        for (p, o) in x.iter().zip(out.chunks_exact_mut(d)) {
+            check(d, p.dim(), "TorusMixture::noised_score (point)")?;
+            o.copy_from_slice(&noised.score(p));
+        }
+        Ok(())
     }
 }
 
