@@ -1,5 +1,6 @@
-//! Shared code of the training binaries (`train`, `sample`, `fig5_training`, `bench_train`):
-//! CPU tuning at start-up, a progress bar, and the samples-against-density plot. (The flags'
+//! Shared code of the training binaries (`train`, `sample`, `likelihood`, `fig5_training`,
+//! `bench_train`): CPU tuning at start-up, opening a checkpoint for evaluation, a progress bar,
+//! and the samples-against-density plot. (The flags'
 //! values parse through the libraries' own types with [`crate::cli::choice`].)
 //!
 //! **CPU tuning** ([`tune_cpu`], see `docs/training.md`): glibc returns freed 256 KB tensors to
@@ -8,10 +9,16 @@
 //! `RAYON_NUM_THREADS=1` (unless the user set it) keeps candle's matmuls single-threaded,
 //! because the CPU engine already runs two half-batches on the two cores.
 
-use anyhow::Result;
+use std::path::Path;
+
+use anyhow::{Context, Result};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use tsm_core::target::LogDensity;
+use tsm_nn::candle::Device;
+use tsm_nn::checkpoint::{self, CheckpointRecord};
+use tsm_nn::engine::NamedState;
+use tsm_nn::ScoreModel;
 use tsm_targets::GaussianMixture;
 
 use crate::plot::{plot_err, Figure, FONT, PALETTE};
@@ -38,6 +45,53 @@ pub fn tune_cpu() {
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
         // Single-threaded process at this point (called first in main).
         std::env::set_var("RAYON_NUM_THREADS", "1");
+    }
+}
+
+/// A checkpoint opened for evaluation (`sample`, `likelihood`): its record, the named target
+/// it was trained on, and its weights.
+#[derive(Debug)]
+pub struct TrainedRun {
+    /// The checkpoint's record (configuration, step, loss).
+    pub record: CheckpointRecord,
+    /// The target named in the record.
+    pub target: GaussianMixture,
+    state: NamedState,
+}
+
+impl TrainedRun {
+    /// Loads the checkpoint in `dir` (verified) and looks up its target; errors name
+    /// `--checkpoint`.
+    ///
+    /// # Errors
+    /// A missing or damaged checkpoint, or a target name this build does not know.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let (record, state) = checkpoint::load(dir).context("--checkpoint")?;
+        let name = &record.config.target;
+        let target = tsm_targets::named::by_name(name)
+            .with_context(|| format!("--checkpoint: its target `{name}`"))?;
+        Ok(Self {
+            record,
+            target,
+            state,
+        })
+    }
+
+    /// The score model on `device`, with the EMA of the weights (`ema`) or the raw weights.
+    ///
+    /// # Errors
+    /// Device errors.
+    pub fn model(&self, ema: bool, device: &Device) -> Result<ScoreModel> {
+        let weights = if ema {
+            self.state.ema()
+        } else {
+            self.state.params()
+        };
+        Ok(tsm_nn::train::model_from_named(
+            &self.record.config.model,
+            weights,
+            device,
+        )?)
     }
 }
 

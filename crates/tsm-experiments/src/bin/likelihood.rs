@@ -25,9 +25,9 @@ use tsm_core::target::{Dim, LogDensity};
 use tsm_experiments::cli::{choice, count, float};
 use tsm_experiments::init_tracing;
 use tsm_experiments::output::{OutputDir, RunTimer};
-use tsm_experiments::training::tune_cpu;
+use tsm_experiments::training::{tune_cpu, TrainedRun};
 use tsm_nn::score::ModelScore;
-use tsm_nn::{checkpoint, DeviceKind};
+use tsm_nn::DeviceKind;
 
 /// The most data points.
 const MAX_POINTS: usize = 10_000_000;
@@ -181,20 +181,14 @@ fn main() -> Result<()> {
     let args = Args::parse();
     let timer = RunTimer::start();
     let device = args.device.open().context("--device")?;
-    let (record, state) = checkpoint::load(&args.checkpoint).context("--checkpoint")?;
+    let run = TrainedRun::open(&args.checkpoint)?;
+    let (record, target) = (&run.record, &run.target);
     let cfg = &record.config;
-    let target = tsm_targets::named::by_name(&cfg.target)
-        .with_context(|| format!("--checkpoint: its target `{}`", cfg.target))?;
-    let d = Dim::dim(&target);
+    let d = Dim::dim(target);
     let x = read_data(&args.data, d)?;
     let n = x.len() / d;
     let out = OutputDir::create(&args.out)?;
-    let weights = if args.no_ema {
-        state.params()
-    } else {
-        state.ema()
-    };
-    let model = tsm_nn::train::model_from_named(&cfg.model, weights, &device)?;
+    let model = run.model(!args.no_ema, &device)?;
     let schedule = cfg.model.schedule;
     let lcfg = LikelihoodConfig {
         t_min: args.t_min,
@@ -203,7 +197,7 @@ fn main() -> Result<()> {
         ..LikelihoodConfig::default()
     };
     lcfg.validate().context("--tol / --t-min")?;
-    let score = ModelScore::new(&model, Some(&target), &device);
+    let score = ModelScore::new(&model, Some(target), &device);
     let mut fd = FiniteDifference::new(score, args.fd_step).context("--fd-step")?;
     let probes = Hutchinson {
         probes: args.probes,

@@ -28,11 +28,11 @@ use tsm_experiments::cli::{choice, count, usage_error};
 use tsm_experiments::init_tracing;
 use tsm_experiments::output::RunTimer;
 use tsm_experiments::plot::save_svg_png;
-use tsm_experiments::training::{tune_cpu, SamplesPlot};
+use tsm_experiments::training::{tune_cpu, SamplesPlot, TrainedRun};
 use tsm_nn::check::{SampleCheck, SampleReport};
 use tsm_nn::io::write_atomic;
 use tsm_nn::score::ModelScore;
-use tsm_nn::{checkpoint, DeviceKind};
+use tsm_nn::DeviceKind;
 
 /// The fewest sampler steps: below them the samplers do not integrate the reverse dynamics
 /// (one Euler–Maruyama step from t = 0.999 lands at |x| ~ 10³).
@@ -166,11 +166,10 @@ fn main() -> Result<()> {
         ));
     }
     let device = args.device.open().context("--device")?;
-    let (record, state) = checkpoint::load(&args.checkpoint).context("--checkpoint")?;
+    let run = TrainedRun::open(&args.checkpoint)?;
+    let (record, target) = (&run.record, &run.target);
     let cfg = &record.config;
-    let target = tsm_targets::named::by_name(&cfg.target)
-        .with_context(|| format!("--checkpoint: its target `{}`", cfg.target))?;
-    let d = Dim::dim(&target);
+    let d = Dim::dim(target);
     if args.dry_run {
         println!(
             "dry run: would draw {} samples with {} ({} steps) from {} (step {}, loss {}) into \
@@ -185,12 +184,7 @@ fn main() -> Result<()> {
         );
         return Ok(());
     }
-    let weights = if args.no_ema {
-        state.params()
-    } else {
-        state.ema()
-    };
-    let model = tsm_nn::train::model_from_named(&cfg.model, weights, &device)?;
+    let model = run.model(!args.no_ema, &device)?;
     let schedule = cfg.model.schedule;
     let scfg = SamplerConfig {
         sampler: args.sampler,
@@ -198,7 +192,7 @@ fn main() -> Result<()> {
         data_variance: target.variance_per_dim(),
         ..SamplerConfig::default()
     };
-    let mut score = ModelScore::new(&model, Some(&target), &device);
+    let mut score = ModelScore::new(&model, Some(target), &device);
     let mut rng = tsm_core::rng::stream(args.seed, 0);
     let timer = RunTimer::start();
     let x = scfg.sample(&mut score, &schedule, args.n, &mut rng)?;
@@ -214,9 +208,9 @@ fn main() -> Result<()> {
     let (report, skipped) = if args.n >= SampleCheck::MIN_SAMPLES {
         let check = SampleCheck {
             seed: args.seed,
-            ..SampleCheck::for_target(&target)
+            ..SampleCheck::for_target(target)
         };
-        (Some(check.run(&x, &target)?), None)
+        (Some(check.run(&x, target)?), None)
     } else {
         let why = format!(
             "fewer than {} samples: too few to tell good from bad",
@@ -260,7 +254,7 @@ fn main() -> Result<()> {
                 .map_or_else(String::new, |r| format!(": {}", r.verdict))
         ),
         samples: &x,
-        target: &target,
+        target,
     };
     let [svg, png] = save_svg_png(&dir, &stem, (700, 700), &plot)?;
     let json = format!("{stem}.json");
