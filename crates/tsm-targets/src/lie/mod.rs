@@ -6,7 +6,9 @@
 //! kernel at time `σ²` adds `σ²` to every component's time: the noised marginal is again such
 //! a mixture and its score is exact. Posteriors: exact draws on the torus (by unwrapping),
 //! self-normalised importance sampling on `SO(3)` ([`So3Mixture::posterior_draws`]).
-//! Scores are in body coordinates (see `tsm_core::lie`).
+//! Scores are in body coordinates (see `tsm_core::lie`). Both mixtures implement
+//! `tsm_core::lie::sampler::GroupScore` with their exact noised scores (heat time `τ = σ²`),
+//! for the reverse-time geodesic random walk.
 //!
 //! ```
 //! use tsm_core::lie::{identity, so3::{So3, Rotation}, igso3::Igso3};
