@@ -21,7 +21,7 @@ use crate::{Error, Result};
 
 /// A time weighting `λ_t` (see the [module docs](self)).
 ///
-/// As a [`Choice`] it parses from and prints as its snake_case name: `original`,
+/// As a [`Choice`](crate::choice::Choice) it parses from and prints as its snake_case name: `original`,
 /// `dsm_optimal`, `tsm_optimal`, `uniform`.
 ///
 /// ```

@@ -10,7 +10,7 @@
 //! Every task implements [`Task`]: a [`Simulator`](tsm_core::simulator::Simulator) with a joint log-density
 //! ([`JointLogDensity`], for the finite-difference tests of the joint score), observation
 //! validation (a count task rejects non-integer or out-of-range counts) and an exact
-//! [`Task::reference_posterior`]. [`SbiTask`] names them (a [`Choice`]: `linear_gaussian`,
+//! [`Task::reference_posterior`]. [`SbiTask`] names them (a [`Choice`](tsm_core::choice::Choice): `linear_gaussian`,
 //! `galton_board`, `sir`), and [`SbiTask::visit`] runs code generic over [`Task`] on the
 //! task a name selects. [`calibration`] holds simulation-based calibration (ranks and a
 //! uniformity test).
@@ -87,7 +87,7 @@ pub trait Task: JointLogDensity + Send + Sync {
     fn reference_posterior(&self, x: &[f64]) -> crate::Result<Posterior>;
 }
 
-/// The tasks by name: a [`Choice`] (`linear_gaussian`, `galton_board`, `sir`).
+/// The tasks by name: a [`Choice`](tsm_core::choice::Choice) (`linear_gaussian`, `galton_board`, `sir`).
 ///
 /// ```
 /// use tsm_targets::sbi::SbiTask;
