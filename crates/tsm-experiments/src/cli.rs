@@ -12,6 +12,10 @@ use std::fmt::Display;
 use std::path::PathBuf;
 
 /// `--out`, `--seed`, `--quick`: flatten into each figure's `clap` parser.
+///
+/// The field docs are the `--help` texts, written for a terminal: `<figure>` there is a
+/// placeholder, not an HTML tag.
+#[allow(rustdoc::invalid_html_tags)]
 #[derive(Debug, Clone, clap::Args)]
 pub struct FigureArgs {
     /// Output folder (created if missing) [default: results/<figure>]
