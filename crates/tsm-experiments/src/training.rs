@@ -1,6 +1,7 @@
-//! Shared code of the training binaries (`train`, `sample`, `likelihood`, `fig5_training`,
-//! `bench_train`): CPU tuning at start-up, opening a checkpoint for evaluation, a progress bar,
-//! and the samples-against-density plot. (The flags'
+//! Shared code of the training binaries (`train`, `sbi`, `sample`, `likelihood`,
+//! `fig5_training`, `bench_train`): CPU tuning at start-up, opening a checkpoint for
+//! evaluation, a progress bar, a run folder's `loss.csv` and `--force` rules, and the
+//! samples-against-density plot. (The flags'
 //! values parse through the libraries' own types with [`crate::cli::choice`].)
 //!
 //! **CPU tuning** ([`tune_cpu`], see `docs/training.md`): glibc returns freed 256 KB tensors to
@@ -18,6 +19,7 @@ use tsm_core::target::LogDensity;
 use tsm_nn::candle::Device;
 use tsm_nn::checkpoint::{self, CheckpointRecord};
 use tsm_nn::engine::NamedState;
+use tsm_nn::io::write_atomic;
 use tsm_nn::ScoreModel;
 use tsm_targets::GaussianMixture;
 
@@ -234,4 +236,58 @@ impl Figure for SamplesPlot<'_> {
         }
         Ok(())
     }
+}
+
+/// Cuts `loss.csv` back to the rows of steps `≤ step` (a run killed after its last checkpoint
+/// wrote rows that the resumed run writes again); creates it with its header if missing.
+///
+/// # Errors
+/// I/O.
+pub fn truncate_loss_csv(path: &Path, step: u64) -> Result<()> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let mut kept = String::from("step,loss\n");
+    for line in text.lines().skip(1) {
+        // Whole, well-formed rows only (a row cut by a kill has a step past the checkpoint's
+        // or fails to parse).
+        let row = line
+            .split_once(',')
+            .and_then(|(s, l)| Some((s.parse::<u64>().ok()?, l.parse::<f64>().ok()?)));
+        if row.is_some_and(|(s, _)| s <= step) {
+            kept.push_str(line);
+            kept.push('\n');
+        }
+    }
+    if kept != text {
+        write_atomic(path, kept.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// Deletes the run in `dir` (`--force`): its record first (the commit point), then its tensor
+/// files, `loss.csv` and stale temporary files.
+///
+/// # Errors
+/// A file that cannot be removed.
+pub fn remove_run(dir: &Path) -> Result<()> {
+    let record = dir.join(checkpoint::RECORD_FILE);
+    if record.exists() {
+        std::fs::remove_file(&record)
+            .with_context(|| format!("--force: removing {}", record.display()))?;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if (name.starts_with("step_") && name.ends_with(".safetensors")) || name == "loss.csv" {
+            std::fs::remove_file(entry.path())
+                .with_context(|| format!("--force: removing {}", entry.path().display()))?;
+        }
+    }
+    Ok(())
 }

@@ -56,6 +56,10 @@ pub struct TrainConfig {
     pub checkpoint_every: u64,
     /// Which engine computes the step.
     pub engine: EngineKind,
+    /// For a conditional model trained on simulations ([`crate::sbi`]): the task, the SBI
+    /// loss and the simulator budget (`None`, and then not written in the JSON, otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub simulation: Option<crate::sbi::SimulationConfig>,
 }
 
 impl TrainConfig {
@@ -73,6 +77,7 @@ impl TrainConfig {
             seed: 0,
             checkpoint_every: 1000,
             engine: EngineKind::Cpu,
+            simulation: None,
         }
     }
 
@@ -90,16 +95,18 @@ impl TrainConfig {
     /// [`TrainConfig::memory_estimate`]).
     pub const MAX_MEMORY_BYTES: u64 = 8 << 30;
 
-    /// A rough upper estimate of the memory a run needs, in bytes: `4 (6P + B (E + 2d + 4hL))`
-    /// for `P` parameters (the parameters, their EMA, Adam's two moments, the gradient and a
-    /// copy), batch `B`, embedding `E`, dimension `d`, width `h` and depth `L` (the
+    /// A rough upper estimate of the memory a run needs, in bytes: `4 (6P + B (E + k + 2d +
+    /// 4hL))` for `P` parameters (the parameters, their EMA, Adam's two moments, the gradient
+    /// and a copy), batch `B`, embedding `E`, condition width `k`, dimension `d`, width `h` and depth `L` (the
     /// activations kept for the backward pass), all in `f32`. `None` if it overflows `u64`.
     pub fn memory_estimate(&self) -> Option<u64> {
         let m = &self.model.mlp;
         let u = |x: usize| u64::try_from(x).ok();
-        // Parameters: (d + E) h + (L − 1) h² + h d weights, L h + d biases.
+        // Parameters: (d + k + E) h + (L − 1) h² + h d weights, L h + d biases.
         let (d, e, h, l) = (u(m.dim)?, u(m.embedding_dim)?, u(m.hidden)?, u(m.depth)?);
+        let k = u(m.condition_dim)?;
         let params = d
+            .checked_add(k)?
             .checked_add(e)?
             .checked_mul(h)?
             .checked_add(l.checked_sub(1)?.checked_mul(h.checked_mul(h)?)?)?
@@ -107,6 +114,7 @@ impl TrainConfig {
             .checked_add(l.checked_mul(h)?)?
             .checked_add(d)?;
         let per_row = e
+            .checked_add(k)?
             .checked_add(d.checked_mul(2)?)?
             .checked_add(h.checked_mul(l)?.checked_mul(4)?)?;
         params
@@ -157,6 +165,13 @@ impl TrainConfig {
                 return Err(Error::invalid(field, value, format!("in [1, {max}]")));
             }
         }
+        if m.condition_dim > Self::MAX_HIDDEN {
+            return Err(Error::invalid(
+                "model.mlp.condition_dim",
+                m.condition_dim,
+                format!("in [0, {}]", Self::MAX_HIDDEN),
+            ));
+        }
         if m.embedding_dim % 2 != 0 {
             return Err(Error::invalid(
                 "model.mlp.embedding_dim",
@@ -182,6 +197,9 @@ impl TrainConfig {
             }
         }
         self.model.validate()?;
+        if let Some(sim) = &self.simulation {
+            sim.validate(&self.model)?;
+        }
         let (t_min, t_max) = (self.loss.t_min, self.loss.t_max);
         if !(0.0..1.0).contains(&t_min) {
             return Err(Error::invalid("loss.t_min", num(t_min), "in [0, 1)"));

@@ -13,6 +13,8 @@
 //!   candle engine and a fast hand-written CPU engine;
 //! - [`score`]: a trained model as a `tsm_core::sampler::NoisedScore`, for the samplers of
 //!   `tsm-core` (reverse-SDE Euler–Maruyama, probability-flow Heun, predictor–corrector);
+//! - [`sbi`]: conditional score models for simulation-based inference, trained on a fixed
+//!   set of gray-box simulations with the DSM, LTSM or MIX loss (Ko & Geffner 2024);
 //! - [`mmd`]: the unbiased RBF-kernel MMD² and a permutation two-sample test on it;
 //! - [`check`]: a PASS/FAIL check of samples against a Gaussian-mixture target (MMD² test at
 //!   the target's scales, mode shares by χ²);
@@ -36,6 +38,7 @@ pub mod mmd;
 pub mod network;
 pub mod optim;
 pub mod precond;
+pub mod sbi;
 pub mod score;
 pub mod train;
 

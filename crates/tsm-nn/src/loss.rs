@@ -324,6 +324,33 @@ impl<'a, T: Score + Sample> BatchSampler<'a, T> {
     }
 }
 
+/// What draws the training batches of a [`crate::Trainer`]: a [`BatchSampler`] of a target,
+/// or simulations for a conditional model ([`crate::sbi::SimulationBatches`]).
+pub trait BatchSource {
+    /// Draws a batch of `n` from `rng`; `t` uniform on the loss's range unless `times` is
+    /// given (cycled).
+    ///
+    /// # Errors
+    /// As the implementation's (an identity undefined at a drawn time).
+    fn sample<R: Rng + ?Sized>(
+        &self,
+        rng: &mut R,
+        n: usize,
+        times: Option<&[f64]>,
+    ) -> Result<Batch>;
+}
+
+impl<T: Score + Sample> BatchSource for BatchSampler<'_, T> {
+    fn sample<R: Rng + ?Sized>(
+        &self,
+        rng: &mut R,
+        n: usize,
+        times: Option<&[f64]>,
+    ) -> Result<Batch> {
+        BatchSampler::sample(self, rng, n, times)
+    }
+}
+
 /// `(1/n) Σᵢ λᵢ ‖sᵢ − Lᵢ‖²` on tensors `s, L: [n, d]`, `λ: [n]`; a scalar tensor.
 ///
 /// # Errors

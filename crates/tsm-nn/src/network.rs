@@ -2,11 +2,18 @@
 //! wrapped by an output [`Parameterisation`].
 //!
 //! ```text
-//! h_0 = [c_in(t) x, emb(t)]                         (d + E)
+//! h_0 = [c_in(t) x, (c − μ)/s, emb(t)]              (d + k + E)
 //! h_ℓ = SiLU(W_ℓ h_{ℓ−1} + b_ℓ),  ℓ = 1 … depth      (hidden)
 //! F   = W_out h_depth + b_out                        (d)
 //! s_θ(x, t) = c_skip x + c_out F + c_score ∇log p_0(x)
 //! ```
+//!
+//! For a **conditional** model `s_θ(x, t, c)` (the posterior score of simulation-based
+//! inference, `c` the observation, `k = MlpConfig::condition_dim > 0`) the condition enters
+//! the first layer as `k` extra columns after a standardisation `(c − μ)/s` per coordinate,
+//! with `μ` and `s` the mean and standard deviation of the training set's conditions, stored
+//! in the configuration ([`ModelConfig::condition`]) and therefore in every checkpoint. An
+//! unconditional model (`k = 0`) has no such columns and is unchanged.
 //!
 //! Defaults ([`MlpConfig::default`]) are the paper's: three hidden layers of 128, time
 //! embedding of dimension 128. Parameters are named `layers.{ℓ}.weight` (`[out, in]`, candle's
@@ -42,6 +49,14 @@ pub struct MlpConfig {
     pub embedding_dim: usize,
     /// Time scale `s` of the embedding (1000).
     pub time_scale: f64,
+    /// Width `k` of the conditioning input (0: an unconditional model). Not written in the
+    /// JSON when 0, so that unconditional checkpoints keep their format.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub condition_dim: usize,
+}
+
+fn is_zero(k: &usize) -> bool {
+    *k == 0
 }
 
 impl Default for MlpConfig {
@@ -52,6 +67,7 @@ impl Default for MlpConfig {
             depth: 3,
             embedding_dim: 128,
             time_scale: 1000.0,
+            condition_dim: 0,
         }
     }
 }
@@ -60,7 +76,7 @@ impl MlpConfig {
     /// `(fan_in, fan_out)` of layer `ℓ = 0 … depth`.
     pub fn layer_shape(&self, layer: usize) -> (usize, usize) {
         let fan_in = if layer == 0 {
-            self.dim + self.embedding_dim
+            self.dim + self.condition_dim + self.embedding_dim
         } else {
             self.hidden
         };
@@ -127,6 +143,108 @@ pub struct ModelConfig {
     pub parameterisation: Parameterisation,
     /// The noising schedule (serialised by name, e.g. `cosine`, `linear_vp`).
     pub schedule: AnySchedule,
+    /// The standardisation of the conditioning input of a conditional model (`None` for an
+    /// unconditional one, and then not written in the JSON).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<Standardisation>,
+}
+
+/// The standardisation `c ↦ (c − μ)/s` of a conditional model's input, per coordinate, with
+/// `μ` and `s` the mean and standard deviation of the training set's conditions (a coordinate
+/// that never varies gets `s = 1`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Standardisation {
+    /// `μ`, one value per coordinate.
+    pub mean: Vec<f64>,
+    /// `s > 0`, one value per coordinate.
+    pub sd: Vec<f64>,
+}
+
+impl Standardisation {
+    /// The mean and standard deviation (divisor `n − 1`) per coordinate of the rows of
+    /// `conditions` (`[n, k]`, row-major); `s = 1` where the sample sd is 0.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for `k = 0`, fewer than two rows, a length not a multiple of `k`,
+    /// or a non-finite value.
+    pub fn fit(conditions: &[f64], k: usize) -> Result<Self> {
+        if k == 0 || conditions.len() % k != 0 || conditions.len() / k < 2 {
+            return Err(Error::config(format!(
+                "a standardisation needs at least two whole rows of width {k} (got {} values)",
+                conditions.len()
+            )));
+        }
+        if let Some(v) = conditions.iter().find(|v| !v.is_finite()) {
+            return Err(Error::config(format!("a condition holds the value {v}")));
+        }
+        let n = (conditions.len() / k) as f64;
+        let mut mean = vec![0.0; k];
+        for row in conditions.chunks_exact(k) {
+            for (m, v) in mean.iter_mut().zip(row) {
+                *m += v;
+            }
+        }
+        mean.iter_mut().for_each(|m| *m /= n);
+        let mut var = vec![0.0; k];
+        for row in conditions.chunks_exact(k) {
+            for ((s, v), m) in var.iter_mut().zip(row).zip(&mean) {
+                *s += (v - m) * (v - m);
+            }
+        }
+        let sd = var
+            .into_iter()
+            .map(|s| {
+                let sd = (s / (n - 1.0)).sqrt();
+                if sd > 0.0 && sd.is_finite() {
+                    sd
+                } else {
+                    1.0
+                }
+            })
+            .collect();
+        Ok(Self { mean, sd })
+    }
+
+    /// The width `k`.
+    pub fn dim(&self) -> usize {
+        self.mean.len()
+    }
+
+    /// Checks that `μ` and `s` have the same length `k > 0`, `μ` finite, `s` finite and
+    /// positive.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the problem.
+    pub fn validate(&self) -> Result<()> {
+        if self.mean.is_empty() || self.mean.len() != self.sd.len() {
+            return Err(Error::config(format!(
+                "the condition's standardisation has {} means and {} sds",
+                self.mean.len(),
+                self.sd.len()
+            )));
+        }
+        if !self.mean.iter().all(|m| m.is_finite())
+            || !self.sd.iter().all(|s| s.is_finite() && *s > 0.0)
+        {
+            return Err(Error::config(
+                "the condition's standardisation needs finite means and finite positive sds",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Appends `(cᵢ − μ)/s` of every row `cᵢ` of `conditions` (`[n, k]`) to `out` as `f32`.
+    pub fn apply_into(&self, conditions: &[f64], out: &mut Vec<f32>) {
+        let k = self.dim();
+        for row in conditions.chunks_exact(k) {
+            out.extend(
+                row.iter()
+                    .zip(&self.mean)
+                    .zip(&self.sd)
+                    .map(|((c, m), s)| ((c - m) / s) as f32),
+            );
+        }
+    }
 }
 
 impl Default for ModelConfig {
@@ -136,6 +254,7 @@ impl Default for ModelConfig {
             mlp: MlpConfig::default(),
             parameterisation: Parameterisation::Score,
             schedule: AnySchedule::default(),
+            condition: None,
         }
     }
 }
@@ -156,10 +275,28 @@ impl ModelConfig {
     /// # Errors
     /// As [`MlpConfig::validate`]; [`tsm_core::Error::Unresolved`] (through
     /// [`Error::Core`]) for an unresolved or invalid parameterisation.
+    ///
+    /// A conditional model (`mlp.condition_dim > 0`) must carry a [`Standardisation`] of
+    /// that width, an unconditional one none ([`Error::Config`] otherwise).
     pub fn validate(&self) -> Result<()> {
         self.mlp.validate()?;
         self.parameterisation.coefficients(&self.schedule, 0.5)?;
+        match (&self.condition, self.mlp.condition_dim) {
+            (None, 0) => {}
+            (Some(st), k) if st.dim() == k => st.validate()?,
+            (st, k) => {
+                return Err(Error::config(format!(
+                    "a model with condition_dim {k} has a standardisation of width {}",
+                    st.as_ref().map_or(0, Standardisation::dim)
+                )))
+            }
+        }
         Ok(())
+    }
+
+    /// Whether the model takes a conditioning input.
+    pub fn is_conditional(&self) -> bool {
+        self.mlp.condition_dim > 0
     }
 }
 
@@ -216,6 +353,9 @@ pub struct Conditioning {
     pub c_skip: Vec<f32>,
     /// `c_score(tᵢ)`.
     pub c_score: Vec<f32>,
+    /// The standardised conditions `(cᵢ − μ)/s`, `[n, k]` row-major (empty for an
+    /// unconditional model).
+    pub condition: Vec<f32>,
 }
 
 impl Conditioning {
@@ -254,7 +394,34 @@ impl Conditioning {
             c_out,
             c_skip,
             c_score,
+            condition: Vec::new(),
         })
+    }
+
+    /// Sets the conditions of a conditional model: `(cᵢ − μ)/s` of every row of `conditions`
+    /// (`[n, k]`, raw), with the model's [`Standardisation`].
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an unconditional model or `conditions` of another length than
+    /// `n k`.
+    pub fn set_condition(&mut self, model: &ModelConfig, conditions: &[f64]) -> Result<()> {
+        let k = model.mlp.condition_dim;
+        let st = model
+            .condition
+            .as_ref()
+            .filter(|_| k > 0)
+            .ok_or_else(|| Error::config("an unconditional model takes no condition"))?;
+        if conditions.len() != self.t.len() * k {
+            return Err(Error::config(format!(
+                "{} condition values for {} points of width {k}",
+                conditions.len(),
+                self.t.len()
+            )));
+        }
+        self.condition.clear();
+        self.condition.reserve(conditions.len());
+        st.apply_into(conditions, &mut self.condition);
+        Ok(())
     }
 }
 
@@ -330,6 +497,23 @@ impl ScoreModel {
         self.forward_with(x, &cond, score0)
     }
 
+    /// `s_θ(x, tᵢ, cᵢ)` of a conditional model, `conditions` the raw conditions `[n, k]`
+    /// (standardised here with the model's [`Standardisation`]).
+    ///
+    /// # Errors
+    /// As [`ScoreModel::forward`]; an unconditional model, or conditions of the wrong length.
+    pub fn forward_conditional(
+        &self,
+        x: &Tensor,
+        t: &[f64],
+        conditions: &[f64],
+        score0: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let mut cond = self.conditioning(t)?;
+        cond.set_condition(&self.cfg, conditions)?;
+        self.forward_with(x, &cond, score0)
+    }
+
     /// As [`ScoreModel::forward`] with precomputed conditioning.
     ///
     /// # Errors
@@ -352,7 +536,23 @@ impl ScoreModel {
         let col = |v: &[f32]| Tensor::from_slice(v, (n, 1), dev);
         let emb = Tensor::from_slice(&cond.emb, (n, self.cfg.mlp.embedding_dim), dev)?;
         let x_in = x.broadcast_mul(&col(&cond.c_in)?)?;
-        let f = self.mlp.forward(&Tensor::cat(&[&x_in, &emb], 1)?)?;
+        let k = self.cfg.mlp.condition_dim;
+        let input = if k > 0 {
+            if cond.condition.len() != n * k {
+                return Err(Error::config(format!(
+                    "a conditional model of condition width {k} got {} condition values for \
+                     {n} points",
+                    cond.condition.len()
+                )));
+            }
+            let c = Tensor::from_slice(&cond.condition, (n, k), dev)?;
+            Tensor::cat(&[&x_in, &c, &emb], 1)?
+        } else if cond.condition.is_empty() {
+            Tensor::cat(&[&x_in, &emb], 1)?
+        } else {
+            return Err(Error::config("an unconditional model takes no condition"));
+        };
+        let f = self.mlp.forward(&input)?;
         let mut s = f.broadcast_mul(&col(&cond.c_out)?)?;
         if cond.c_skip.iter().any(|&c| c != 0.0) {
             s = (s + x.broadcast_mul(&col(&cond.c_skip)?)?)?;

@@ -31,7 +31,7 @@ use crate::checkpoint;
 use crate::config::TrainConfig;
 use crate::engine::{Engine, NamedState};
 use crate::error::num;
-use crate::loss::{Batch, BatchSampler};
+use crate::loss::{Batch, BatchSampler, BatchSource};
 use crate::network::{init_parameters, ModelConfig, ScoreModel};
 use crate::{Error, Result};
 
@@ -190,11 +190,17 @@ fn non_finite_tensor(state: &NamedState) -> Result<Option<String>> {
     Ok(None)
 }
 
-/// A training run in progress on target `T`.
+/// Marks the target type and lifetime of a [`Trainer`] whose batches do not hold them.
+type TargetMarker<'a, T> = std::marker::PhantomData<(&'a (), fn() -> T)>;
+
+/// A training run in progress on target `T`, its batches drawn by `S`: a [`BatchSampler`]
+/// of the target (the default), or any other [`BatchSource`] (e.g. simulations for a
+/// conditional model, [`crate::sbi::SimulationBatches`], with `T = ()`).
 #[derive(Debug)]
-pub struct Trainer<'a, T> {
+pub struct Trainer<'a, T, S = BatchSampler<'a, T>> {
     cfg: TrainConfig,
-    sampler: BatchSampler<'a, T>,
+    sampler: S,
+    _target: TargetMarker<'a, T>,
     engine: Engine,
     step: u64,
     last_loss: Option<f64>,
@@ -279,10 +285,67 @@ impl<'a, T: Score + Sample> Trainer<'a, T> {
         options.validate()?;
         cfg.validate()?;
         let sampler = BatchSampler::new(target, &cfg.loss, &cfg.model)?;
+        Trainer::from_source_state(cfg, sampler, device, options, state, step, last_loss)
+    }
+}
+
+impl<'a, T, S: BatchSource> Trainer<'a, T, S> {
+    /// A fresh run of `cfg` whose batches `source` draws (built for that configuration):
+    /// weights from the seed, zero Adam moments, EMA = weights.
+    ///
+    /// # Errors
+    /// As [`TrainerOptions::validate`] and [`TrainConfig::validate`]; device errors.
+    pub fn with_source(
+        cfg: TrainConfig,
+        source: S,
+        device: &Device,
+        options: TrainerOptions,
+    ) -> Result<Self> {
+        let state = NamedState::fresh(init_parameters(&cfg.model.mlp, cfg.seed, &Device::Cpu)?)?;
+        Self::from_source_state(cfg, source, device, options, state, 0, None)
+    }
+
+    /// Continues the run saved in `dir`, its batches drawn by `source` (built from the
+    /// checkpoint's configuration, [`checkpoint::read_record`]).
+    ///
+    /// # Errors
+    /// [`Error::Checkpoint`] for a bad checkpoint; as [`Trainer::with_source`].
+    pub fn resume_with_source(
+        dir: &Path,
+        source: S,
+        device: &Device,
+        options: TrainerOptions,
+    ) -> Result<Self> {
+        let (record, state) = checkpoint::load(dir)?;
+        let mut trainer = Self::from_source_state(
+            record.config,
+            source,
+            device,
+            options,
+            state,
+            record.step,
+            record.loss,
+        )?;
+        trainer.saved = Some((dir.to_owned(), record.step));
+        Ok(trainer)
+    }
+
+    fn from_source_state(
+        cfg: TrainConfig,
+        sampler: S,
+        device: &Device,
+        options: TrainerOptions,
+        state: NamedState,
+        step: u64,
+        last_loss: Option<f64>,
+    ) -> Result<Self> {
+        options.validate()?;
+        cfg.validate()?;
         let engine = Engine::new(cfg.engine, &cfg.model, &state, device, options.threads)?;
         Ok(Self {
             cfg,
             sampler,
+            _target: std::marker::PhantomData,
             engine,
             step,
             last_loss,
@@ -337,14 +400,14 @@ impl<'a, T: Score + Sample> Trainer<'a, T> {
     /// The batch of step `k` (drawn from the stream `(seed, k)`).
     ///
     /// # Errors
-    /// As [`BatchSampler::sample`].
+    /// As [`BatchSource::sample`].
     pub fn batch_of_step(&self, k: u64) -> Result<Batch> {
         let mut rng = tsm_core::rng::stream(self.cfg.seed, k);
         self.sampler.sample(&mut rng, self.cfg.batch, None)
     }
 
     /// The sampler of training batches.
-    pub fn sampler(&self) -> &BatchSampler<'a, T> {
+    pub fn sampler(&self) -> &S {
         &self.sampler
     }
 

@@ -40,6 +40,7 @@ fn small(dim: usize) -> ModelConfig {
             depth: 3,
             embedding_dim: 16,
             time_scale: 1000.0,
+            condition_dim: 0,
         },
         ..ModelConfig::default()
     }

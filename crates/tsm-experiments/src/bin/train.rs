@@ -27,7 +27,7 @@
 //! the resolved numbers.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::parser::ValueSource;
@@ -37,7 +37,7 @@ use tsm_core::schedule::AnySchedule;
 use tsm_core::weighting::Weighting;
 use tsm_experiments::cli::{choice, count, flag_error, float, num, usage_error};
 use tsm_experiments::init_tracing;
-use tsm_experiments::training::{progress_bar, tune_cpu};
+use tsm_experiments::training::{progress_bar, remove_run, truncate_loss_csv, tune_cpu};
 use tsm_nn::checkpoint::{self, CheckpointRecord};
 use tsm_nn::engine::EngineKind;
 use tsm_nn::io::write_atomic;
@@ -330,6 +330,7 @@ fn fresh_config(
         },
         parameterisation: args.parameterisation,
         schedule: args.schedule,
+        condition: None,
     }
     .resolve(variances.sigma_data_sq())
     .context("--parameterisation")?;
@@ -349,6 +350,7 @@ fn fresh_config(
         seed: args.seed,
         checkpoint_every: args.checkpoint_every,
         engine,
+        simulation: None,
     };
     cfg.validate()
         .map_err(|e| flag_error::<Args>(e, FLAGS))
@@ -428,52 +430,4 @@ fn conflicts(
         check("autograd", format!("{engine:?}"), theirs);
     }
     out
-}
-
-/// Cuts `loss.csv` back to the rows of steps `≤ step` (a run killed after its last checkpoint
-/// wrote rows that the resumed run writes again); creates it with its header if missing.
-fn truncate_loss_csv(path: &Path, step: u64) -> Result<()> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-    };
-    let mut kept = String::from("step,loss\n");
-    for line in text.lines().skip(1) {
-        // Whole, well-formed rows only (a row cut by a kill has a step past the checkpoint's
-        // or fails to parse).
-        let row = line
-            .split_once(',')
-            .and_then(|(s, l)| Some((s.parse::<u64>().ok()?, l.parse::<f64>().ok()?)));
-        if row.is_some_and(|(s, _)| s <= step) {
-            kept.push_str(line);
-            kept.push('\n');
-        }
-    }
-    if kept != text {
-        write_atomic(path, kept.as_bytes())?;
-    }
-    Ok(())
-}
-
-/// Deletes the run in `dir` (`--force`): its record first (the commit point), then its tensor
-/// files, `loss.csv` and stale temporary files.
-fn remove_run(dir: &Path) -> Result<()> {
-    let record = dir.join(checkpoint::RECORD_FILE);
-    if record.exists() {
-        std::fs::remove_file(&record)
-            .with_context(|| format!("--force: removing {}", record.display()))?;
-    }
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Ok(());
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if (name.starts_with("step_") && name.ends_with(".safetensors")) || name == "loss.csv" {
-            std::fs::remove_file(entry.path())
-                .with_context(|| format!("--force: removing {}", entry.path().display()))?;
-        }
-    }
-    Ok(())
 }

@@ -128,15 +128,24 @@ impl CpuEngine {
         want_grad: bool,
     ) -> Result<(f64, Vec<f32>)> {
         let (n, d, e) = (rows.len(), b.d, self.cfg.embedding_dim);
+        let k = self.cfg.condition_dim;
         let depth = self.cfg.depth;
-        // h0 = [c_in x, emb].
-        let mut h0 = Vec::with_capacity(n * (d + e));
+        if b.cond.condition.len() != b.n * k {
+            return Err(Error::config(format!(
+                "CPU engine: {} condition values for a batch of {} and condition width {k}",
+                b.cond.condition.len(),
+                b.n
+            )));
+        }
+        // h0 = [c_in x, (c − μ)/s, emb] (the middle block only for a conditional model).
+        let mut h0 = Vec::with_capacity(n * (d + k + e));
         for i in rows.clone() {
             let c = b.cond.c_in[i];
             h0.extend(b.xt[i * d..(i + 1) * d].iter().map(|x| c * x));
+            h0.extend_from_slice(&b.cond.condition[i * k..(i + 1) * k]);
             h0.extend_from_slice(&b.cond.emb[i * e..(i + 1) * e]);
         }
-        let mut acts = vec![Tensor::from_vec(h0, (n, d + e), &Device::Cpu)?];
+        let mut acts = vec![Tensor::from_vec(h0, (n, d + k + e), &Device::Cpu)?];
         let (mut zs, mut sigs) = (Vec::with_capacity(depth), Vec::with_capacity(depth));
         for (l, wl) in w.iter().enumerate().take(depth) {
             let slot = self.slots[l];
