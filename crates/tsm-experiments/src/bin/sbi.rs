@@ -1,0 +1,975 @@
+//! `cargo xtask sbi`: simulation-based inference with (Latent) Target Score Matching — simulate
+//! a gray-box task, train a conditional score network on a simulator budget, and draw
+//! posterior samples at observations (Ko & Geffner 2024; `docs/sbi.md`).
+//!
+//! ```text
+//! cargo xtask sbi simulate --task sir --n 1000 --seed 1 --out sims.csv
+//! cargo xtask sbi train --task linear_gaussian --loss mix --budget 10000 --out runs/lg
+//! cargo xtask sbi sample --checkpoint runs/lg --observation obs.csv --n 2000 --out post.csv
+//! ```
+//!
+//! `train` follows the rules of the `train` binary: a fresh run refuses an `--out` holding a
+//! run unless `--force`; `--resume` continues it bit-identically (the simulations are drawn
+//! again from the recorded seed and budget), refusing flags that differ from the checkpoint
+//! and a checkpoint of another task. Bad input (an unknown task or loss, a budget of zero, an
+//! observation of the wrong dimension or with non-integer counts for a count task, a
+//! checkpoint of another task) ends with a one-line error and writes nothing. Exit codes: 0
+//! success, 1 error, 2 a bad flag value.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args as ClapArgs, CommandFactory, FromArgMatches, Parser, Subcommand};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use tsm_core::identity::ScoreIdentity;
+use tsm_core::sampler::{Conditioned, Sampler, SamplerConfig};
+use tsm_core::target::Sample;
+use tsm_core::weighting::Weighting;
+use tsm_experiments::cli::{choice, count, flag_error, float, num, usage_error};
+use tsm_experiments::init_tracing;
+use tsm_experiments::plot::{plot_err, save_svg_png, Figure, FONT, PALETTE};
+use tsm_experiments::training::{progress_bar, remove_run, truncate_loss_csv, tune_cpu};
+use tsm_nn::candle::Device;
+use tsm_nn::checkpoint;
+use tsm_nn::engine::EngineKind;
+use tsm_nn::io::write_atomic;
+use tsm_nn::loss::{LossConfig, TargetVariances};
+use tsm_nn::optim::AdamConfig;
+use tsm_nn::sbi::{sbi_config, SbiLoss, SbiTrainer, SimulationBatches, SimulationSet, MAX_BUDGET};
+use tsm_nn::score::ModelConditionalScore;
+use tsm_nn::{MlpConfig, ModelConfig, TrainConfig, TrainerOptions};
+use tsm_targets::sbi::SbiTask;
+
+/// Simulation-based inference with latent target score matching: simulate, train a
+/// conditional score network, sample posteriors.
+#[derive(Debug, Parser)]
+#[command(version, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Simulate (θ, x, joint score ∇_θ log p(θ, z, x)) as CSV
+    Simulate(SimulateArgs),
+    /// Train a conditional score network on a simulator budget
+    Train(TrainArgs),
+    /// Draw posterior samples at observations, with a corner plot
+    Sample(SampleArgs),
+}
+
+#[derive(Debug, ClapArgs)]
+struct SimulateArgs {
+    /// Task: linear_gaussian, galton_board, sir
+    #[arg(long, value_parser = choice::<SbiTask>())]
+    task: SbiTask,
+    /// Number of simulations, 1 to 10⁸
+    #[arg(long, value_parser = count::<usize>(1..=MAX_BUDGET))]
+    n: usize,
+    /// Seed of the simulations
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output CSV (header theta1…theta_d, x1…x_k, score1…score_d)
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    /// Check the flags, print what would run, and exit without simulating or writing
+    #[arg(long)]
+    dry_run: bool,
+}
+
+#[derive(Debug, ClapArgs)]
+struct TrainArgs {
+    /// Task: linear_gaussian, galton_board, sir [default: linear_gaussian; with --resume: the
+    /// checkpoint's]
+    #[arg(long, value_parser = choice::<SbiTask>())]
+    task: Option<SbiTask>,
+    /// Loss: dsm (denoising), ltsm (latent TSM, the joint score), mix (w_t* DSM + (1 − w_t*)
+    /// LTSM, w_t* = Fσ²/(Fσ² + dα²) with F from the simulations), mix_learned (not built yet)
+    #[arg(long, value_parser = choice::<SbiLoss>(), default_value = "mix")]
+    loss: SbiLoss,
+    /// Simulator budget: simulations drawn once from --seed, 1 to 10⁸
+    #[arg(long, default_value_t = 10_000, value_parser = count::<u64>(1..=MAX_BUDGET))]
+    budget: u64,
+    /// Total training steps, 1 to 10⁹ [default: 5000; with --resume: the checkpoint's]
+    #[arg(long, value_parser = count::<u64>(1..=TrainConfig::MAX_STEPS))]
+    steps: Option<u64>,
+    /// Batch size (2 to 2²⁰)
+    #[arg(long, default_value_t = 256,
+          value_parser = count::<usize>(2..=TrainConfig::MAX_BATCH as u64))]
+    batch: usize,
+    /// Adam learning rate (> 0)
+    #[arg(long, default_value_t = 1e-3, value_parser = float().above(0.0))]
+    lr: f64,
+    /// EMA decay of the weights, in [0, 1)
+    #[arg(long, default_value_t = 0.999, value_parser = float().at_least(0.0).below(1.0))]
+    ema_decay: f64,
+    /// Hidden width (1 to 2¹⁴)
+    #[arg(long, default_value_t = 128,
+          value_parser = count::<usize>(1..=TrainConfig::MAX_HIDDEN as u64))]
+    hidden: usize,
+    /// Number of hidden layers (1 to 1000)
+    #[arg(long, default_value_t = 3,
+          value_parser = count::<usize>(1..=TrainConfig::MAX_DEPTH as u64))]
+    depth: usize,
+    /// Time-embedding dimension (even, 2 to 2¹⁴)
+    #[arg(long, default_value_t = 64,
+          value_parser = count::<usize>(2..=TrainConfig::MAX_EMBEDDING_DIM as u64))]
+    embedding_dim: usize,
+    /// Seed of the simulations, the initial weights and every batch
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Threads of the CPU engine, 1 to 1024 (the results do not depend on it) [default: the
+    /// machine's available parallelism]
+    #[arg(long, value_parser = count::<usize>(1..=TrainerOptions::MAX_THREADS as u64))]
+    threads: Option<usize>,
+    /// Checkpoint every N steps (and at the end; 0: only at the end)
+    #[arg(long, default_value_t = 1000)]
+    checkpoint_every: u64,
+    /// Use candle's autograd engine (slower; the default CPU engine has a hand-written backward)
+    #[arg(long)]
+    autograd: bool,
+    /// Output folder for checkpoints and loss.csv
+    #[arg(long, value_name = "DIR", default_value = "results/sbi")]
+    out: PathBuf,
+    /// Continue the run saved in --out (its configuration; --steps may extend it)
+    #[arg(long, conflicts_with = "force")]
+    resume: bool,
+    /// Start a fresh run even if --out holds one (which is deleted first)
+    #[arg(long)]
+    force: bool,
+    /// Check the flags (and the checkpoint with --resume), print what would run, and exit
+    /// without simulating, training or writing anything
+    #[arg(long)]
+    dry_run: bool,
+}
+
+#[derive(Debug, ClapArgs)]
+struct SampleArgs {
+    /// Checkpoint folder (written by `sbi train --out DIR`)
+    #[arg(long, value_name = "DIR")]
+    checkpoint: PathBuf,
+    /// Observations: a CSV with header x1,…,x_k and one row per observation
+    #[arg(long, value_name = "FILE")]
+    observation: PathBuf,
+    /// The task the checkpoint must have been trained on (checked) [default: the checkpoint's]
+    #[arg(long, value_parser = choice::<SbiTask>())]
+    task: Option<SbiTask>,
+    /// Posterior samples per observation, 1 to 10⁶
+    #[arg(long, default_value_t = 1000, value_parser = count::<usize>(1..=1_000_000))]
+    n: usize,
+    /// Sampler: em, heun, pc (pc=R,K), ddim (ddim=ETA)
+    #[arg(long, value_parser = choice::<Sampler>(), default_value = "em")]
+    sampler: Sampler,
+    /// Sampler steps, 1 to 10⁵
+    #[arg(long, default_value_t = 200, value_parser = count::<usize>(1..=100_000))]
+    steps: usize,
+    /// Seed of the sampler
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Use the raw weights instead of their EMA
+    #[arg(long)]
+    no_ema: bool,
+    /// Reference posterior to overlay: `exact` (the task's reference posterior, drawn) or a
+    /// CSV of draws with header theta1,…,theta_d (one observation only)
+    #[arg(long, value_name = "FILE")]
+    reference: Option<PathBuf>,
+    /// Output CSV (header theta1,…,theta_d), with FILE.svg and FILE.png beside it; several
+    /// observations write FILE_1.csv, FILE_2.csv, …
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    /// Check the flags, the checkpoint and the observations, print what would run, and exit
+    #[arg(long)]
+    dry_run: bool,
+}
+
+/// Library configuration fields and the flags that set them.
+const FLAGS: &[(&str, &str)] = &[
+    ("batch", "--batch"),
+    ("steps", "--steps"),
+    ("adam.lr", "--lr"),
+    ("adam.ema_decay", "--ema-decay"),
+    ("model.mlp.hidden", "--hidden"),
+    ("model.mlp.depth", "--depth"),
+    ("model.mlp.embedding_dim", "--embedding-dim"),
+    ("memory", "--batch/--hidden/--depth/--embedding-dim"),
+    ("simulation.budget", "--budget"),
+    ("threads", "--threads"),
+];
+
+/// The most sampler work: points × steps × score evaluations per step.
+const MAX_WORK: u128 = 10_000_000_000;
+
+/// The most memory the simulations may take (8 GiB).
+const MAX_SIMULATION_BYTES: u64 = 8 << 30;
+
+fn main() -> std::process::ExitCode {
+    tune_cpu();
+    init_tracing();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let sub = matches.subcommand().map(|(_, m)| m);
+    let result = match cli.command {
+        Command::Simulate(args) => simulate(&args),
+        Command::Train(args) => train(&args, sub.unwrap_or(&matches)),
+        Command::Sample(args) => sample(&args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the context and its causes joined by ": ".
+            eprintln!("Error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Bytes that `n` simulations of `task` take (θ, x and the joint score in `f64`).
+fn simulation_bytes(task: SbiTask, n: u64) -> u64 {
+    n.saturating_mul((2 * task.dim() + task.observation_dim()) as u64 * 8)
+}
+
+fn check_budget_memory(task: SbiTask, n: u64, flag: &str) {
+    let bytes = simulation_bytes(task, n);
+    if bytes > MAX_SIMULATION_BYTES {
+        usage_error::<Cli>(format!(
+            "invalid value '{n}' for '{flag}': {n} simulations of {task} take {:.1} GiB, more \
+             than {} GiB",
+            bytes as f64 / f64::from(1u32 << 30),
+            MAX_SIMULATION_BYTES >> 30
+        ));
+    }
+}
+
+/// A progress bar for `n` simulations.
+fn simulation_bar(n: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(n);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{elapsed_precise} [{bar:30}] {pos}/{len} simulations, {per_sec} (eta {eta})",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+/// `n` simulations with a progress bar.
+fn simulate_set(task: SbiTask, n: usize, seed: u64) -> Result<SimulationSet> {
+    let bar = simulation_bar(n as u64);
+    let set = SimulationSet::simulate(task, n, seed, |done| bar.set_position(done as u64));
+    bar.finish_and_clear();
+    Ok(set?)
+}
+
+fn header(prefix: &str, n: usize) -> Vec<String> {
+    (1..=n).map(|i| format!("{prefix}{i}")).collect()
+}
+
+fn simulate(args: &SimulateArgs) -> Result<()> {
+    check_budget_memory(args.task, args.n as u64, "--n");
+    check_out_file(&args.out)?;
+    if args.dry_run {
+        println!(
+            "dry run: would simulate {} draws of {} from seed {} into {}",
+            args.n,
+            args.task,
+            args.seed,
+            args.out.display()
+        );
+        return Ok(());
+    }
+    let set = simulate_set(args.task, args.n, args.seed)?;
+    let (d, k) = (args.task.dim(), args.task.observation_dim());
+    let mut text = String::new();
+    let mut cols = header("theta", d);
+    cols.extend(header("x", k));
+    cols.extend(header("score", d));
+    text.push_str(&cols.join(","));
+    text.push('\n');
+    let (th, x, g) = (set.theta(), set.observations(), set.joint_scores());
+    for i in 0..set.len() {
+        let row: Vec<String> = th[i * d..(i + 1) * d]
+            .iter()
+            .chain(&x[i * k..(i + 1) * k])
+            .chain(&g[i * d..(i + 1) * d])
+            .map(|v| v.to_string())
+            .collect();
+        text.push_str(&row.join(","));
+        text.push('\n');
+    }
+    write_atomic(&args.out, text.as_bytes())
+        .with_context(|| format!("--out {}", args.out.display()))?;
+    println!(
+        "wrote {} simulations of {} to {}",
+        set.len(),
+        args.task,
+        args.out.display()
+    );
+    Ok(())
+}
+
+/// An output file must be a file name in an existing (or creatable) folder, not a folder.
+fn check_out_file(out: &Path) -> Result<()> {
+    let text = out.to_string_lossy();
+    if out.is_dir() || text.ends_with('/') || out.file_name().is_none() {
+        usage_error::<Cli>(format!(
+            "invalid value '{}' for '--out': give a file name, not a folder",
+            out.display()
+        ));
+    }
+    Ok(())
+}
+
+fn train(args: &TrainArgs, matches: &ArgMatches) -> Result<()> {
+    // Both engines run on the CPU here (the candle one with --autograd).
+    let device = Device::Cpu;
+    let options = args
+        .threads
+        .map_or_else(TrainerOptions::default, TrainerOptions::with_threads);
+    let engine = if args.autograd {
+        EngineKind::Candle
+    } else {
+        EngineKind::Cpu
+    };
+    let out = &args.out;
+    // Everything is checked before anything is written (or simulated, in a dry run).
+    let (cfg, resuming) = if args.resume {
+        if !out.is_dir() {
+            bail!(
+                "--resume: {} is not a folder (nothing to resume; drop --resume to start a run)",
+                out.display()
+            );
+        }
+        let record = checkpoint::read_record(out)
+            .with_context(|| format!("--resume from {}", out.display()))?;
+        let Some(sim) = record.config.simulation else {
+            bail!(
+                "--resume: the run in {} is not a simulation-based run (train it with `train`)",
+                out.display()
+            );
+        };
+        if let Some(task) = args.task.filter(|t| *t != sim.task) {
+            bail!(
+                "--task {task}: the checkpoint in {} is of another task ({})",
+                out.display(),
+                sim.task
+            );
+        }
+        let conflicts = conflicts(args, matches, &record.config);
+        if !conflicts.is_empty() {
+            usage_error::<Cli>(format!(
+                "--resume continues the run in {} as it was configured; these flags differ \
+                 from its checkpoint: {} (drop them, or start a new run in another folder)",
+                out.display(),
+                conflicts.join(", ")
+            ));
+        }
+        let mut cfg = record.config.clone();
+        let steps = args.steps.unwrap_or(cfg.steps);
+        if steps < record.step {
+            usage_error::<Cli>(format!(
+                "invalid value '{steps}' for '--steps': the checkpoint in {} is already at step {}",
+                out.display(),
+                record.step
+            ));
+        }
+        cfg.steps = steps;
+        if matches.value_source("checkpoint_every") == Some(ValueSource::CommandLine) {
+            cfg.checkpoint_every = args.checkpoint_every;
+        }
+        (cfg, Some(record.step))
+    } else {
+        if let Ok(record) = checkpoint::read_record(out) {
+            if !args.force {
+                bail!(
+                    "--out {} holds a run (step {} of {}); continue it with --resume, or \
+                     replace it with --force",
+                    out.display(),
+                    record.step,
+                    record.config.steps
+                );
+            }
+        } else if out.join(checkpoint::RECORD_FILE).exists() && !args.force {
+            bail!(
+                "--out {} holds an unreadable checkpoint.json; replace the run with --force",
+                out.display()
+            );
+        }
+        let task = args.task.unwrap_or(SbiTask::LinearGaussian);
+        check_budget_memory(task, args.budget, "--budget");
+        if args.loss == SbiLoss::MixLearned {
+            bail!(
+                "--loss mix_learned: a learned weight w(t) is not built yet; use mix (the \
+                 optimal weight w_t*), dsm or ltsm"
+            );
+        }
+        // The configuration is resolved on the real set; a dry run checks it on a few
+        // simulations (the flags' checks do not depend on the set).
+        let n = if args.dry_run {
+            args.budget.min(100)
+        } else {
+            args.budget
+        };
+        let set = if args.dry_run {
+            SimulationSet::simulate(task, n as usize, args.seed, |_| {})?
+        } else {
+            simulate_set(task, n as usize, args.seed)?
+        };
+        let cfg = sbi_config(&set, args.loss, base_config(args, engine)?)
+            .map_err(|e| flag_error::<Cli>(e, FLAGS))
+            .context("the configuration")?;
+        if !args.dry_run {
+            return run_training(args, cfg, Some(Arc::new(set)), None, &device, options);
+        }
+        (cfg, None)
+    };
+    options
+        .validate()
+        .map_err(|e| flag_error::<Cli>(e, FLAGS))?;
+    cfg.validate().map_err(|e| flag_error::<Cli>(e, FLAGS))?;
+    if args.dry_run {
+        let sim = cfg.simulation.context("an SBI configuration")?;
+        println!(
+            "dry run: would train {} ({}) on {} with {} simulations from step {} to {} (batch \
+             {}, lr {}, {} parameters) into {}{}",
+            sim.loss,
+            cfg.loss.identity,
+            sim.task,
+            sim.budget,
+            resuming.unwrap_or(0),
+            cfg.steps,
+            cfg.batch,
+            num(cfg.adam.lr),
+            cfg.model.mlp.n_parameters(),
+            out.display(),
+            if resuming.is_some() {
+                " (resuming)"
+            } else if args.force {
+                " (replacing the run there)"
+            } else {
+                ""
+            }
+        );
+        return Ok(());
+    }
+    run_training(args, cfg, None, resuming, &device, options)
+}
+
+/// The flags' part of the configuration (the task's widths, the loss's identity and the
+/// standardisation are filled in by [`sbi_config`]).
+fn base_config(args: &TrainArgs, engine: EngineKind) -> Result<TrainConfig> {
+    let loss = LossConfig::new(
+        ScoreIdentity::Dsi,
+        Weighting::Uniform,
+        &TargetVariances::new(1.0, None)?,
+    )?;
+    Ok(TrainConfig {
+        model: ModelConfig {
+            mlp: MlpConfig {
+                hidden: args.hidden,
+                depth: args.depth,
+                embedding_dim: args.embedding_dim,
+                ..MlpConfig::default()
+            },
+            ..ModelConfig::default()
+        },
+        adam: AdamConfig {
+            lr: args.lr,
+            ema_decay: args.ema_decay,
+            ..AdamConfig::default()
+        },
+        batch: args.batch,
+        steps: args.steps.unwrap_or(DEFAULT_STEPS),
+        seed: args.seed,
+        checkpoint_every: args.checkpoint_every,
+        engine,
+        ..TrainConfig::new("", ModelConfig::default(), loss)
+    })
+}
+
+/// The default of `--steps` for a fresh run.
+const DEFAULT_STEPS: u64 = 5000;
+
+/// Trains `cfg` into `--out`: a fresh run on `set`, or the run resumed at step `resumed`
+/// (its set simulated again from the record).
+fn run_training(
+    args: &TrainArgs,
+    cfg: TrainConfig,
+    set: Option<Arc<SimulationSet>>,
+    resumed: Option<u64>,
+    device: &Device,
+    options: TrainerOptions,
+) -> Result<()> {
+    let out = &args.out;
+    let sim = cfg.simulation.context("an SBI configuration")?;
+    let set = match set {
+        Some(set) => set,
+        None => Arc::new(simulate_set(sim.task, sim.budget as usize, cfg.seed)?),
+    };
+    let batches = SimulationBatches::new(set, &cfg)?;
+    let mut trainer = match resumed {
+        Some(_) => {
+            let mut t = SbiTrainer::resume_with_source(out, batches, device, options)
+                .with_context(|| format!("--resume from {}", out.display()))?;
+            t.set_total_steps(cfg.steps)
+                .map_err(|e| flag_error::<Cli>(e, FLAGS))?;
+            t.set_checkpoint_every(cfg.checkpoint_every);
+            t
+        }
+        None => SbiTrainer::with_source(cfg, batches, device, options)
+            .map_err(|e| flag_error::<Cli>(e, FLAGS))?,
+    };
+    let loss_path = out.join("loss.csv");
+    let from = trainer.step();
+    if resumed.is_some() {
+        for f in checkpoint::remove_leftovers(out)? {
+            tracing::info!(file = %f.display(), "removed a leftover of an interrupted run");
+        }
+        truncate_loss_csv(&loss_path, from)?;
+    } else {
+        if args.force {
+            remove_run(out)?;
+        }
+        std::fs::create_dir_all(out)
+            .with_context(|| format!("--out {}: cannot create", out.display()))?;
+        tsm_nn::io::remove_stale_temps(out)?;
+        write_atomic(&loss_path, b"step,loss\n")?;
+    }
+    let to = trainer.config().steps;
+    if from == to {
+        println!(
+            "the run in {} is already at step {to} of {to}; nothing to do",
+            out.display()
+        );
+        return Ok(());
+    }
+    let mut loss_csv = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&loss_path)
+        .with_context(|| format!("opening {}", loss_path.display()))?;
+    let bar = progress_bar(to, from);
+    let mut running = None::<f64>;
+    let mut io_error = None;
+    let result = trainer.run(Some(out), |step, loss| {
+        running = Some(running.map_or(loss, |r| 0.99 * r + 0.01 * loss));
+        if step % 10 == 0 {
+            bar.set_position(step);
+            bar.set_message(format!("{:.4}", running.unwrap_or(loss)));
+            if let Err(e) = loss_csv.write_all(format!("{step},{loss}\n").as_bytes()) {
+                io_error.get_or_insert(e);
+            }
+        }
+    });
+    bar.abandon();
+    result?;
+    if let Some(e) = io_error {
+        return Err(e).context("writing loss.csv");
+    }
+    println!(
+        "trained {} on {} ({} simulations) to step {} into {}",
+        sim.loss,
+        sim.task,
+        sim.budget,
+        trainer.step(),
+        out.display()
+    );
+    Ok(())
+}
+
+/// The flags given on the command line whose value differs from the checkpoint's.
+fn conflicts(args: &TrainArgs, matches: &ArgMatches, cfg: &TrainConfig) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut check = |id: &str, ours: String, theirs: String| {
+        if matches.value_source(id) == Some(ValueSource::CommandLine) && ours != theirs {
+            out.push(format!(
+                "--{} {ours} (checkpoint: {theirs})",
+                id.replace('_', "-")
+            ));
+        }
+    };
+    if let Some(sim) = &cfg.simulation {
+        check("loss", args.loss.to_string(), sim.loss.to_string());
+        check("budget", args.budget.to_string(), sim.budget.to_string());
+    }
+    let mlp = &cfg.model.mlp;
+    for (id, ours, theirs) in [
+        ("batch", args.batch, cfg.batch),
+        ("hidden", args.hidden, mlp.hidden),
+        ("depth", args.depth, mlp.depth),
+        ("embedding_dim", args.embedding_dim, mlp.embedding_dim),
+    ] {
+        check(id, ours.to_string(), theirs.to_string());
+    }
+    check("lr", num(args.lr), num(cfg.adam.lr));
+    check("ema_decay", num(args.ema_decay), num(cfg.adam.ema_decay));
+    check("seed", args.seed.to_string(), cfg.seed.to_string());
+    let engine = if args.autograd {
+        EngineKind::Candle
+    } else {
+        EngineKind::Cpu
+    };
+    if engine != cfg.engine {
+        check(
+            "autograd",
+            format!("{engine:?}").to_lowercase(),
+            format!("{:?}", cfg.engine).to_lowercase(),
+        );
+    }
+    out
+}
+
+/// Reads a CSV of numbers whose header is `prefix1,…,prefix{width}`; returns the rows.
+fn read_rows(path: &Path, flag: &str, prefix: &str, width: usize) -> Result<Vec<Vec<f64>>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{flag} {}: cannot read", path.display()))?;
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let head = lines
+        .next()
+        .with_context(|| format!("{flag} {}: empty file", path.display()))?;
+    let want = header(prefix, width).join(",");
+    let got: Vec<&str> = head.split(',').map(str::trim).collect();
+    if got.join(",") != want {
+        bail!(
+            "{flag} {}: the header has {} columns `{}`, expected {width}: `{want}`",
+            path.display(),
+            got.len(),
+            head.trim()
+        );
+    }
+    let mut rows = Vec::new();
+    for (i, line) in lines.enumerate() {
+        let row = line
+            .split(',')
+            .map(|v| v.trim().parse::<f64>())
+            .collect::<Result<Vec<f64>, _>>()
+            .with_context(|| format!("{flag} {}: row {} is not numbers", path.display(), i + 1))?;
+        if row.len() != width {
+            bail!(
+                "{flag} {}: row {} has {} values, expected {width}",
+                path.display(),
+                i + 1,
+                row.len()
+            );
+        }
+        rows.push(row);
+    }
+    if rows.is_empty() {
+        bail!("{flag} {}: no rows after the header", path.display());
+    }
+    Ok(rows)
+}
+
+/// The output files of observation `i` (1-based) of `total`: CSV path and plot stem.
+fn sample_outputs(out: &Path, i: usize, total: usize) -> (PathBuf, PathBuf, String) {
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), Path::to_owned);
+    let stem = out.file_stem().map_or_else(
+        || "posterior".to_owned(),
+        |s| s.to_string_lossy().into_owned(),
+    );
+    let stem = if total > 1 {
+        format!("{stem}_{i}")
+    } else {
+        stem
+    };
+    (dir.join(format!("{stem}.csv")), dir, stem)
+}
+
+fn sample(args: &SampleArgs) -> Result<()> {
+    check_out_file(&args.out)?;
+    let evaluations: u128 = match args.sampler {
+        Sampler::EulerMaruyama | Sampler::Ddim { .. } => 1,
+        Sampler::Heun => 2,
+        Sampler::PredictorCorrector {
+            corrector_steps, ..
+        } => corrector_steps as u128 + 1,
+        _ => 2,
+    };
+    let work = args.n as u128 * args.steps as u128 * evaluations;
+    if work > MAX_WORK {
+        usage_error::<Cli>(format!(
+            "--n {} × --steps {} ({evaluations} network evaluations per point and step) is \
+             {work:.1e} point-evaluations, more than {MAX_WORK:.0e}; lower --n or --steps",
+            args.n, args.steps
+        ));
+    }
+    let (record, state) = checkpoint::load(&args.checkpoint).context("--checkpoint")?;
+    let cfg = &record.config;
+    let Some(sim) = cfg.simulation else {
+        bail!(
+            "--checkpoint {}: not a simulation-based run (its target is {}; sample it with \
+             `sample`)",
+            args.checkpoint.display(),
+            cfg.target
+        );
+    };
+    let task = sim.task;
+    if let Some(wanted) = args.task.filter(|t| *t != task) {
+        bail!(
+            "--checkpoint {}: trained on the task {task}, not {wanted}",
+            args.checkpoint.display()
+        );
+    }
+    let (d, k) = (task.dim(), task.observation_dim());
+    let observations = read_rows(&args.observation, "--observation", "x", k)?;
+    for (i, x) in observations.iter().enumerate() {
+        task.check_observation(x).with_context(|| {
+            format!(
+                "--observation {}: row {} is not an observation of {task}",
+                args.observation.display(),
+                i + 1
+            )
+        })?;
+    }
+    let exact = args
+        .reference
+        .as_deref()
+        .is_some_and(|p| p.as_os_str() == "exact");
+    let reference_file = match &args.reference {
+        Some(path) if !exact => {
+            if observations.len() > 1 {
+                bail!(
+                    "--reference {}: a file of draws fits one observation, and --observation \
+                     has {} (use --reference exact)",
+                    path.display(),
+                    observations.len()
+                );
+            }
+            Some(read_rows(path, "--reference", "theta", d)?.concat())
+        }
+        _ => None,
+    };
+    let total = observations.len();
+    for i in 1..=total {
+        let (csv, _, _) = sample_outputs(&args.out, i, total);
+        if csv == args.observation || csv == args.checkpoint {
+            bail!("--out {}: would overwrite an input", csv.display());
+        }
+    }
+    if args.dry_run {
+        println!(
+            "dry run: would draw {} posterior samples of {task} for each of {total} \
+             observations with {} ({} steps) from {} (step {}) into {}",
+            args.n,
+            args.sampler,
+            args.steps,
+            args.checkpoint.display(),
+            record.step,
+            args.out.display()
+        );
+        return Ok(());
+    }
+    let weights = if args.no_ema {
+        state.params()
+    } else {
+        state.ema()
+    };
+    let model = tsm_nn::train::model_from_named(&cfg.model, weights, &Device::Cpu)?;
+    let sampler = SamplerConfig {
+        sampler: args.sampler,
+        steps: args.steps,
+        data_variance: cfg.loss.sigma_data_sq,
+        ..SamplerConfig::default()
+    };
+    // Every reference posterior first (a grid one can fail), then the samples.
+    let references = observations
+        .iter()
+        .map(|x| -> Result<Option<Vec<f64>>> {
+            if exact {
+                let posterior = task.reference_posterior(x).context("--reference exact")?;
+                let mut rng = tsm_core::rng::stream(args.seed, u64::MAX);
+                let mut draws = vec![0.0; args.n * d];
+                for row in draws.chunks_exact_mut(d) {
+                    posterior.sample_into(&mut rng, row);
+                }
+                Ok(Some(draws))
+            } else {
+                Ok(reference_file.clone())
+            }
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if let Some(dir) = args.out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("--out: creating {}", dir.display()))?;
+    }
+    for (i, (x, reference)) in observations.iter().zip(&references).enumerate() {
+        let score = ModelConditionalScore::new(&model, &Device::Cpu)?;
+        let mut posterior = Conditioned::broadcast(score, x.clone())?;
+        let mut rng = tsm_core::rng::stream(args.seed, i as u64);
+        let draws = sampler.sample(&mut posterior, model.schedule(), args.n, &mut rng)?;
+        let (csv, dir, stem) = sample_outputs(&args.out, i + 1, total);
+        let mut text = header("theta", d).join(",");
+        text.push('\n');
+        for row in draws.chunks_exact(d) {
+            let cells: Vec<String> = row.iter().map(|v| v.to_string()).collect();
+            text.push_str(&cells.join(","));
+            text.push('\n');
+        }
+        write_atomic(&csv, text.as_bytes()).with_context(|| format!("--out {}", csv.display()))?;
+        let plot = Corner {
+            title: format!("{task}: posterior at observation {} ({})", i + 1, sim.loss),
+            d,
+            draws: &draws,
+            reference: reference.as_deref(),
+        };
+        save_svg_png(
+            &dir,
+            &stem,
+            (220 * d as u32 + 80, 220 * d as u32 + 60),
+            &plot,
+        )?;
+        println!("wrote {} and {stem}.svg/.png", csv.display());
+    }
+    Ok(())
+}
+
+/// A corner plot: marginal histograms on the diagonal, pairwise scatter below it; the
+/// reference posterior's draws overlaid in a second colour.
+struct Corner<'a> {
+    title: String,
+    d: usize,
+    draws: &'a [f64],
+    reference: Option<&'a [f64]>,
+}
+
+impl Corner<'_> {
+    /// The plotted range of coordinate `j`: the draws' (and reference's) 0.5% to 99.5%
+    /// quantiles, widened by 10%.
+    fn range(&self, j: usize) -> (f64, f64) {
+        let mut col: Vec<f64> = self
+            .draws
+            .iter()
+            .skip(j)
+            .step_by(self.d)
+            .chain(self.reference.unwrap_or(&[]).iter().skip(j).step_by(self.d))
+            .copied()
+            .filter(|v| v.is_finite())
+            .collect();
+        if col.is_empty() {
+            return (-1.0, 1.0);
+        }
+        col.sort_by(f64::total_cmp);
+        let q = |p: f64| col[((col.len() - 1) as f64 * p).round() as usize];
+        let (lo, hi) = (q(0.005), q(0.995));
+        let pad = ((hi - lo) * 0.1).max(1e-6);
+        (lo - pad, hi + pad)
+    }
+}
+
+impl Figure for Corner<'_> {
+    fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> Result<()> {
+        let d = self.d;
+        let area = area.titled(&self.title, (FONT, 18)).map_err(plot_err)?;
+        let cells = area.split_evenly((d, d));
+        let ranges: Vec<(f64, f64)> = (0..d).map(|j| self.range(j)).collect();
+        let column =
+            |x: &[f64], j: usize| -> Vec<f64> { x.iter().skip(j).step_by(d).copied().collect() };
+        for r in 0..d {
+            for c in 0..=r {
+                let cell = &cells[r * d + c];
+                let (xl, xh) = ranges[c];
+                if r == c {
+                    let bins = 30;
+                    let w = (xh - xl) / bins as f64;
+                    let hist = |x: &[f64]| -> Vec<f64> {
+                        let mut h = vec![0.0; bins];
+                        let col = column(x, c);
+                        for v in &col {
+                            if (xl..xh).contains(v) {
+                                h[((v - xl) / w) as usize % bins] += 1.0;
+                            }
+                        }
+                        let n = col.len().max(1) as f64 * w;
+                        h.iter_mut().for_each(|v| *v /= n);
+                        h
+                    };
+                    let ours = hist(self.draws);
+                    let theirs = self.reference.map(hist);
+                    let top = ours
+                        .iter()
+                        .chain(theirs.iter().flatten())
+                        .fold(0.0f64, |a, &b| a.max(b))
+                        .max(1e-9)
+                        * 1.1;
+                    let mut chart = ChartBuilder::on(cell)
+                        .margin(4)
+                        .x_label_area_size(22)
+                        .y_label_area_size(30)
+                        .build_cartesian_2d(xl..xh, 0.0..top)
+                        .map_err(plot_err)?;
+                    chart
+                        .configure_mesh()
+                        .x_desc(format!("θ{}", c + 1))
+                        .light_line_style(WHITE.mix(0.0))
+                        .label_style((FONT, 10))
+                        .draw()
+                        .map_err(plot_err)?;
+                    chart
+                        .draw_series(ours.iter().enumerate().map(|(b, &h)| {
+                            let x0 = xl + b as f64 * w;
+                            Rectangle::new([(x0, 0.0), (x0 + w, h)], PALETTE[0].mix(0.5).filled())
+                        }))
+                        .map_err(plot_err)?;
+                    if let Some(theirs) = theirs {
+                        let steps: Vec<(f64, f64)> = theirs
+                            .iter()
+                            .enumerate()
+                            .flat_map(|(b, &h)| {
+                                let x0 = xl + b as f64 * w;
+                                [(x0, h), (x0 + w, h)]
+                            })
+                            .collect();
+                        chart
+                            .draw_series(LineSeries::new(steps, PALETTE[1].stroke_width(2)))
+                            .map_err(plot_err)?;
+                    }
+                } else {
+                    let (yl, yh) = ranges[r];
+                    let mut chart = ChartBuilder::on(cell)
+                        .margin(4)
+                        .x_label_area_size(22)
+                        .y_label_area_size(30)
+                        .build_cartesian_2d(xl..xh, yl..yh)
+                        .map_err(plot_err)?;
+                    chart
+                        .configure_mesh()
+                        .x_desc(format!("θ{}", c + 1))
+                        .y_desc(format!("θ{}", r + 1))
+                        .light_line_style(WHITE.mix(0.0))
+                        .label_style((FONT, 10))
+                        .draw()
+                        .map_err(plot_err)?;
+                    let points = |x: &'_ [f64]| -> Vec<(f64, f64)> {
+                        x.chunks_exact(d)
+                            .map(|p| (p[c], p[r]))
+                            .filter(|(a, b)| (xl..xh).contains(a) && (yl..yh).contains(b))
+                            .take(3000)
+                            .collect()
+                    };
+                    if let Some(reference) = self.reference {
+                        chart
+                            .draw_series(
+                                points(reference)
+                                    .into_iter()
+                                    .map(|p| Circle::new(p, 1, PALETTE[1].mix(0.4).filled())),
+                            )
+                            .map_err(plot_err)?;
+                    }
+                    chart
+                        .draw_series(
+                            points(self.draws)
+                                .into_iter()
+                                .map(|p| Circle::new(p, 1, PALETTE[0].mix(0.5).filled())),
+                        )
+                        .map_err(plot_err)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
