@@ -4,7 +4,8 @@
 //! `--dry-run` (every check, no work; `likelihood`, which has none, with a missing `--data`
 //! file, so that an accepted value stops there). Every run must end by itself, quickly, with status 0
 //! (accepted), 1 (an error) or 2 (a refused flag): no signal, no panic, no abort, no hang —
-//! and, being dry runs, write nothing.
+//! and, being dry runs, write nothing. A binary with subcommands (`sbi`) is swept per
+//! subcommand, with the flags that subcommand requires given first.
 //!
 //! The values a dry run accepts are the values a real run accepts: each binary checks its
 //! flags, their products and the library's configuration before the dry-run exit.
@@ -37,6 +38,27 @@ const BINARIES: &[(&str, &str)] = &[
     ("likelihood", env!("CARGO_BIN_EXE_likelihood")),
 ];
 
+/// Binaries with subcommands: `(name, binary, arguments before the swept flag)`, the
+/// subcommand and the flags it requires (`{root}` is the scratch folder, where
+/// `sbi_checkpoint` and `observation.csv` are made).
+const SUBCOMMANDS: &[(&str, &str, &[&str])] = &[
+    (
+        "sbi simulate",
+        env!("CARGO_BIN_EXE_sbi"),
+        &["simulate", "--task=sir", "--n=10"],
+    ),
+    ("sbi train", env!("CARGO_BIN_EXE_sbi"), &["train"]),
+    (
+        "sbi sample",
+        env!("CARGO_BIN_EXE_sbi"),
+        &[
+            "sample",
+            "--checkpoint={root}/sbi_checkpoint",
+            "--observation={root}/observation.csv",
+        ],
+    ),
+];
+
 /// Binaries without `--dry-run` whose every accepted run stops at a missing input file
 /// (`--data`) before any work: their flags are swept all the same.
 const MISSING_INPUT: &[&str] = &["likelihood"];
@@ -55,14 +77,25 @@ const VALUES: &[&str] = &[
 ];
 
 /// Flags that name files rather than numbers (given a scratch value instead).
-const PATH_FLAGS: &[&str] = &["--out", "--checkpoint", "--data"];
+const PATH_FLAGS: &[&str] = &[
+    "--out",
+    "--checkpoint",
+    "--data",
+    "--observation",
+    "--reference",
+];
 
 /// A run that takes longer than this is a hang (debug binaries, two busy cores).
 const TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The flags of `bin` that take a value, from its `--help`.
-fn value_flags(bin: &str) -> Vec<String> {
-    let help = Command::new(bin).arg("--help").output().expect("--help");
+/// The flags of `bin` (after the arguments `pre`, e.g. a subcommand) that take a value, from
+/// its `--help`.
+fn value_flags(bin: &str, pre: &[String]) -> Vec<String> {
+    let help = Command::new(bin)
+        .args(pre.iter().take(1))
+        .arg("--help")
+        .output()
+        .expect("--help");
     assert!(help.status.success(), "{bin} --help");
     String::from_utf8_lossy(&help.stdout)
         .lines()
@@ -79,6 +112,8 @@ fn value_flags(bin: &str) -> Vec<String> {
 
 struct Case {
     name: &'static str,
+    /// Arguments before the rest (a subcommand and its required flags).
+    pre: Vec<String>,
     bin: &'static str,
     args: Vec<String>,
 }
@@ -87,6 +122,7 @@ struct Case {
 fn run(case: &Case) -> Result<i32, String> {
     let start = Instant::now();
     let mut child = Command::new(case.bin)
+        .args(&case.pre)
         .args(&case.args)
         .env("RUST_BACKTRACE", "0")
         .env("RUST_LOG", "error")
@@ -151,16 +187,53 @@ fn checkpoint(dir: &Path) {
     assert!(status.success());
 }
 
+/// A small finished SBI run for `sbi sample --checkpoint`, and an observation for it.
+fn sbi_checkpoint(root: &Path) {
+    let status = Command::new(env!("CARGO_BIN_EXE_sbi"))
+        .args([
+            "train",
+            "--budget",
+            "50",
+            "--hidden",
+            "8",
+            "--embedding-dim",
+            "4",
+            "--batch",
+            "8",
+            "--steps",
+            "1",
+            "--out",
+        ])
+        .arg(root.join("sbi_checkpoint"))
+        .env("RUST_LOG", "error")
+        .status()
+        .expect("sbi train");
+    assert!(status.success());
+    std::fs::write(root.join("observation.csv"), "x1,x2,x3,x4\n0.5,0,-1,2\n").expect("obs");
+}
+
 #[test]
 fn absurd_values_of_every_flag_end_cleanly() {
     let root = std::env::temp_dir().join(format!("tsm-absurd-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     let ckpt = root.join("checkpoint");
     checkpoint(&ckpt);
+    sbi_checkpoint(&root);
     let out: PathBuf = root.join("out");
     let mut cases = Vec::new();
-    for &(name, bin) in BINARIES {
-        let flags = value_flags(bin);
+    let root_text = root.display().to_string();
+    let all = BINARIES
+        .iter()
+        .map(|&(name, bin)| (name, bin, Vec::new()))
+        .chain(SUBCOMMANDS.iter().map(|&(name, bin, pre)| {
+            let pre = pre
+                .iter()
+                .map(|a| a.replace("{root}", &root_text))
+                .collect();
+            (name, bin, pre)
+        }));
+    for (name, bin, pre) in all {
+        let flags = value_flags(bin, &pre);
         let dry = !MISSING_INPUT.contains(&name);
         let mut common = Vec::new();
         if dry {
@@ -169,19 +242,22 @@ fn absurd_values_of_every_flag_end_cleanly() {
             common.push(format!("--data={}", root.join("missing.csv").display()));
         }
         if flags.iter().any(|f| f == "--out") {
-            common.push(format!("--out={}", out.join(name).display()));
+            let file = name.replace(' ', "_");
+            common.push(format!("--out={}", out.join(file).display()));
         }
-        if flags.iter().any(|f| f == "--checkpoint") {
+        if flags.iter().any(|f| f == "--checkpoint") && pre.is_empty() {
             common.push(format!("--checkpoint={}", ckpt.display()));
         }
         // The dry run with defaults is accepted (the binary knows --dry-run).
         let base = Case {
             name,
+            pre: pre.clone(),
             bin,
             args: common.clone(),
         };
         let started = Instant::now();
         let ok = Command::new(bin)
+            .args(&base.pre)
             .args(&base.args)
             .env("RUST_LOG", "error")
             .output()
@@ -201,7 +277,12 @@ fn absurd_values_of_every_flag_end_cleanly() {
             for value in VALUES {
                 let mut args = common.clone();
                 args.push(format!("{flag}={value}"));
-                cases.push(Case { name, bin, args });
+                cases.push(Case {
+                    name,
+                    pre: pre.clone(),
+                    bin,
+                    args,
+                });
             }
         }
     }
@@ -230,7 +311,7 @@ fn absurd_values_of_every_flag_end_cleanly() {
     let tally = |c: i32| results.iter().filter(|r| **r == Ok(c)).count();
     eprintln!(
         "{total} runs over {} binaries in {:.1} s: {} accepted, {} errors, {} refused flags",
-        BINARIES.len(),
+        BINARIES.len() + SUBCOMMANDS.len(),
         started.elapsed().as_secs_f64(),
         tally(0),
         tally(1),
