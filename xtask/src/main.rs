@@ -57,6 +57,11 @@ const TASKS: &[(&str, &str, &str)] = &[
         "likelihood",
         "Log-likelihood of data under a trained checkpoint (see `cargo xtask likelihood --help`)",
     ),
+    (
+        "sbi",
+        "sbi",
+        "Simulation-based inference: sbi simulate | train | sample (see `cargo xtask sbi --help`)",
+    ),
 ];
 
 /// Figures run by `reproduce-all`, in order.
