@@ -221,3 +221,55 @@ fn a_quick_mix_model_learns_the_linear_gaussian_posterior() {
         .collect();
     assert!(close(&prior, 4, &mean, sd).is_err());
 }
+
+/// Training steps/s of the CPU engine, conditional (sir: d = 2, k = 30; galton_board: k = 10)
+/// against unconditional (eight_modes, d = 2), at the paper's MLP (3 × 128, embedding 128) and
+/// batch 512, 2 threads. A measurement, not a check: run with
+/// `cargo test --release -p tsm-nn --test sbi_training -- --ignored --nocapture`.
+#[test]
+#[ignore = "a benchmark; run in release"]
+fn conditional_step_speed() {
+    use std::time::Instant;
+    let sizes = ModelConfig::default();
+    let steps = 300u64;
+    let time = |f: &mut dyn FnMut() -> f64| {
+        for _ in 0..20 {
+            f();
+        }
+        let start = Instant::now();
+        for _ in 0..steps {
+            f();
+        }
+        steps as f64 / start.elapsed().as_secs_f64()
+    };
+    let target = tsm_targets::named::eight_modes();
+    let loss = LossConfig::for_mixture(ScoreIdentity::kappa(1.0), Weighting::Uniform, &target)
+        .expect("loss");
+    let cfg = TrainConfig {
+        batch: 512,
+        steps: u64::MAX >> 40,
+        ..TrainConfig::new("eight_modes", sizes.clone(), loss)
+    };
+    let mut plain =
+        Trainer::with_options(cfg, &target, &Device::Cpu, TrainerOptions::with_threads(2))
+            .expect("trainer");
+    let uncond = time(&mut || plain.train_step().expect("step"));
+    eprintln!("unconditional (d = 2): {uncond:.0} steps/s");
+    for task in [SbiTask::GaltonBoard, SbiTask::Sir] {
+        let set = Arc::new(SimulationSet::simulate(task, 10_000, 0, |_| {}).expect("set"));
+        let mut cfg = config(&set, SbiLoss::Mix, EngineKind::Cpu, u64::MAX >> 40);
+        cfg.model.mlp = MlpConfig {
+            dim: cfg.model.mlp.dim,
+            condition_dim: cfg.model.mlp.condition_dim,
+            ..sizes.mlp
+        };
+        cfg.batch = 512;
+        let mut t = trainer(&set, cfg);
+        let cond = time(&mut || t.train_step().expect("step"));
+        eprintln!(
+            "conditional {task} (k = {}): {cond:.0} steps/s, ratio {:.2}",
+            task.observation_dim(),
+            uncond / cond
+        );
+    }
+}
