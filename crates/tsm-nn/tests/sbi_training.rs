@@ -181,7 +181,7 @@ fn a_quick_mix_model_learns_the_linear_gaussian_posterior() {
     // 0.011 and 0.0075) plus a modelling slack of 0.1 posterior sd (0.047) for a small
     // network trained for 1500 steps on 20,000 simulations (measured: mean errors 0.011 to
     // 0.019, sd errors ≤ 0.008, so the bound has a margin of 2 to 3). The slack is far below what a wrong posterior costs: the prior (mean 0, sd 1)
-    // misses the mean by ≥ 0.78 at this x and the sd by 0.53, and is rejected below.
+    // misses the mean by ≥ 0.39 at this x and the sd by 0.53, and is rejected below.
     let set = Arc::new(
         SimulationSet::simulate(SbiTask::LinearGaussian, 20_000, 11, |_| {}).expect("set"),
     );
