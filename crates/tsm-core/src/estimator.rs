@@ -110,8 +110,8 @@ fn shifted_sums_contiguous(
     let body = n - n % LANES;
     let (mut sum, mut sum_sq) = ([0.0; LANES], [0.0; LANES]);
     #[cfg(target_arch = "x86_64")]
-    let done = if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 is available (checked above) and `body ≤ n` bounds every load.
+    let done = if crate::fastmath::level() >= crate::fastmath::Level::Avx2 {
+        // SAFETY: `level` reports AVX2 only where the CPU has it; `body ≤ n` bounds every load.
         unsafe {
             avx2::shifted_sums(
                 c,
@@ -673,15 +673,24 @@ mod tests {
         };
         let x0: Vec<f64> = (0..203).map(|i| (i as f64 * 0.37).sin()).collect();
         let s: Vec<f64> = (0..203).map(|i| (i as f64 * 0.11).cos()).collect();
-        let fast = shifted_sums_contiguous(&c, &x0, 0.2, &s, 0.05);
+        // Each dispatch level the CPU has, forced in turn, against the portable loop below.
+        for level in crate::fastmath::available_levels() {
+            let fast = crate::fastmath::with_cap(Some(level), || {
+                shifted_sums_contiguous(&c, &x0, 0.2, &s, 0.05)
+            });
+            let slow = portable(&c, &x0, &s);
+            assert_eq!(fast.0.to_bits(), slow.0.to_bits(), "{level:?}");
+            assert_eq!(fast.1.to_bits(), slow.1.to_bits(), "{level:?}");
+        }
+    }
+
+    fn portable(c: &Coefficients, x0: &[f64], s: &[f64]) -> (f64, f64) {
         let (mut sum, mut sum_sq) = ([0.0; LANES], [0.0; LANES]);
-        for (i, (&x, &g)) in x0.iter().zip(&s).enumerate() {
+        for (i, (&x, &g)) in x0.iter().zip(s).enumerate() {
             let v = c.apply(x, 0.2, g) - 0.05;
             sum[i % LANES] += v;
             sum_sq[i % LANES] += v * v;
         }
-        let slow: (f64, f64) = (sum.iter().sum(), sum_sq.iter().sum());
-        assert_eq!(fast.0.to_bits(), slow.0.to_bits());
-        assert_eq!(fast.1.to_bits(), slow.1.to_bits());
+        (sum.iter().sum(), sum_sq.iter().sum())
     }
 }

@@ -6,19 +6,88 @@
 //! by a float→int cast) and accurate to a few ulp, so loops over slices of it vectorise.
 //!
 //! The crate also exports a `multiversion!` macro, hidden from the docs: the workspace's one
-//! AVX2 run-time dispatch, used by tsm-targets' and tsm-nn's kernels (not a public API).
+//! run-time dispatch (AVX2 or the baseline), used by tsm-targets' and
+//! tsm-nn's kernels (not a public API). [`level`] says which path the dispatch takes, and
+//! [`cap_level`] lowers it, so that tests can force each path in turn.
 
-/// Defines `$name` that runs `$kernel` compiled with AVX2 enabled when the CPU has it, and
-/// as compiled for the baseline target otherwise.
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// The instruction-set levels of the run-time dispatch, lowest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    /// The baseline target (SSE2 on x86-64): what the code is compiled for without `RUSTFLAGS`.
+    Portable = 0,
+    /// AVX2 (256-bit vectors).
+    Avx2 = 1,
+}
+
+static CAP: AtomicU8 = AtomicU8::new(Level::Avx2 as u8);
+
+/// The level the dispatch uses: the highest the CPU has, at most the [`cap_level`] cap.
+#[inline]
+pub fn level() -> Level {
+    let cap = CAP.load(Ordering::Relaxed);
+    #[cfg(target_arch = "x86_64")]
+    {
+        if cap >= Level::Avx2 as u8 && std::arch::is_x86_feature_detected!("avx2") {
+            return Level::Avx2;
+        }
+    }
+    let _ = cap;
+    Level::Portable
+}
+
+/// Caps the dispatch at `level` for the whole process (`None`: no cap), and returns the
+/// previous cap. Every path computes the same bits, so this changes speed only: it lets tests
+/// and benchmarks run each path in turn on a CPU that has them all.
+pub fn cap_level(level: Option<Level>) -> Option<Level> {
+    let new = level.map_or(Level::Avx2 as u8, |l| l as u8);
+    match CAP.swap(new, Ordering::Relaxed) {
+        0 => Some(Level::Portable),
+        _ => None,
+    }
+}
+
+/// Runs `f` with the dispatch capped at `level` ([`cap_level`]), then restores the cap; calls
+/// are serialised by a lock, so that tests forcing different paths at the same time each run
+/// on their own (code outside `with_cap` still sees whichever cap is set).
+pub fn with_cap<T>(level: Option<Level>, f: impl FnOnce() -> T) -> T {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let previous = cap_level(level);
+    struct Restore(Option<Level>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            cap_level(self.0);
+        }
+    }
+    let _restore = Restore(previous);
+    f()
+}
+
+/// The levels this CPU has, lowest first (for tests that force each in turn).
+pub fn available_levels() -> Vec<Level> {
+    let top = with_cap(None, level);
+    [Level::Portable, Level::Avx2]
+        .into_iter()
+        .filter(|&l| l <= top)
+        .collect()
+}
+
+/// Defines `$name` that runs `$kernel` compiled with AVX2 enabled when the CPU has it (and
+/// [`level`] allows it), and as compiled for the baseline target otherwise.
 ///
-/// The kernel must be an `#[inline(always)]` function of plain Rust: both paths run the same
+/// The kernel must be an `#[inline(always)]` function of plain Rust: every path runs the same
 /// IEEE operations in the same order (Rust never contracts `a * b + c` into an FMA on its own),
 /// so the results are identical bit for bit; AVX2 only makes the vectoriser use wider
-/// registers. This is how the hot loops get vector speed without users setting `RUSTFLAGS`.
+/// registers. This is how the hot loops get vector speed without users setting
+/// `RUSTFLAGS`.
 //
 // Exported (and so public) only because the other crates of the workspace use it — the
 // mixture kernels of tsm-targets and the training kernels of tsm-nn — so that there is one
-// AVX2 dispatch in the workspace; it is not part of the API, hence `#[doc(hidden)]`.
+// dispatch in the workspace; it is not part of the API, hence `#[doc(hidden)]`.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! multiversion {
@@ -32,8 +101,8 @@ macro_rules! multiversion {
                 unsafe fn wide($($arg: $ty),*) $(-> $ret)? {
                     $kernel($($arg),*)
                 }
-                if std::arch::is_x86_feature_detected!("avx2") {
-                    // SAFETY: the CPU supports AVX2, checked just above.
+                if $crate::fastmath::level() >= $crate::fastmath::Level::Avx2 {
+                    // SAFETY: `level` reports AVX2 (or above) only where the CPU has it.
                     return unsafe { wide($($arg),*) };
                 }
             }

@@ -357,6 +357,26 @@ mod tests {
     use tsm_core::schedule::Cosine;
     use tsm_targets::named;
 
+    /// The Fig. 2 computation (`--quick` sizes, seed 3) gives the same bits with the dispatch
+    /// forced to each level the CPU has (portable, AVX2): the CSV does not depend on
+    /// the CPU's vector width.
+    #[test]
+    fn every_dispatch_level_gives_the_same_rows() {
+        use tsm_core::fastmath::{available_levels, with_cap, Level};
+        let targets = named::figure_targets();
+        let bits = |level| {
+            let rows =
+                with_cap(Some(level), || compute(&targets, &Cosine, Sizes::QUICK, 3)).unwrap();
+            rows.iter()
+                .flat_map(|r| [r.variance.to_bits(), r.mse.to_bits()])
+                .collect::<Vec<u64>>()
+        };
+        let portable = bits(Level::Portable);
+        for level in available_levels() {
+            assert!(bits(level) == portable, "{level:?}");
+        }
+    }
+
     /// Monte Carlo (the Fig. 2 computation, `--quick` sizes, fixed seed 0) against the exact
     /// quadrature, within 5 of the Monte Carlo's own standard errors wherever that standard
     /// error is itself well estimated (at least [`MIN_EFFECTIVE_POINTS`] effective points, see
