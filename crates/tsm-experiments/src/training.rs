@@ -10,6 +10,7 @@
 //! `RAYON_NUM_THREADS=1` (unless the user set it) keeps candle's matmuls single-threaded,
 //! because the CPU engine already runs two half-batches on the two cores.
 
+use std::io::Write;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -20,7 +21,8 @@ use tsm_nn::candle::Device;
 use tsm_nn::checkpoint::{self, CheckpointRecord};
 use tsm_nn::engine::NamedState;
 use tsm_nn::io::write_atomic;
-use tsm_nn::ScoreModel;
+use tsm_nn::loss::BatchSource;
+use tsm_nn::{ScoreModel, Trainer};
 use tsm_targets::GaussianMixture;
 
 use crate::plot::{plot_err, Figure, FONT, PALETTE};
@@ -107,6 +109,42 @@ pub fn progress_bar(total: u64, done: u64) -> indicatif::ProgressBar {
         bar.set_style(style.progress_chars("=> "));
     }
     bar
+}
+
+/// Runs `trainer` to its last step with a progress bar (steps/s, running loss), appending
+/// `step,loss` every 10th step to the existing `loss_path` (one write per row, so that a
+/// killed process leaves whole rows) and checkpointing into `out`.
+///
+/// # Errors
+/// The trainer's errors (divergence, I/O, device), then a failed `loss.csv` write.
+pub fn run_logged<T, S: BatchSource>(
+    trainer: &mut Trainer<'_, T, S>,
+    out: &Path,
+    loss_path: &Path,
+) -> Result<()> {
+    let mut loss_csv = std::fs::OpenOptions::new()
+        .append(true)
+        .open(loss_path)
+        .with_context(|| format!("opening {}", loss_path.display()))?;
+    let bar = progress_bar(trainer.config().steps, trainer.step());
+    let mut running = None::<f64>;
+    let mut io_error = None;
+    let result = trainer.run(Some(out), |step, loss| {
+        running = Some(running.map_or(loss, |r| 0.99 * r + 0.01 * loss));
+        if step % 10 == 0 {
+            bar.set_position(step);
+            bar.set_message(format!("{:.4}", running.unwrap_or(loss)));
+            if let Err(e) = loss_csv.write_all(format!("{step},{loss}\n").as_bytes()) {
+                io_error.get_or_insert(e);
+            }
+        }
+    });
+    bar.abandon();
+    result?;
+    match io_error {
+        Some(e) => Err(e).context("writing loss.csv"),
+        None => Ok(()),
+    }
 }
 
 /// Samples drawn against the target density: a scatter over density contours in 2-D, a

@@ -16,7 +16,6 @@
 //! checkpoint of another task) ends with a one-line error and writes nothing. Exit codes: 0
 //! success, 1 error, 2 a bad flag value.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -32,7 +31,7 @@ use tsm_core::weighting::Weighting;
 use tsm_experiments::cli::{choice, count, flag_error, float, num, usage_error};
 use tsm_experiments::init_tracing;
 use tsm_experiments::plot::{plot_err, save_svg_png, Figure, FONT, PALETTE};
-use tsm_experiments::training::{progress_bar, remove_run, truncate_loss_csv, tune_cpu};
+use tsm_experiments::training::{remove_run, run_logged, truncate_loss_csv, tune_cpu};
 use tsm_nn::candle::Device;
 use tsm_nn::checkpoint;
 use tsm_nn::engine::EngineKind;
@@ -546,28 +545,7 @@ fn run_training(
         );
         return Ok(());
     }
-    let mut loss_csv = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&loss_path)
-        .with_context(|| format!("opening {}", loss_path.display()))?;
-    let bar = progress_bar(to, from);
-    let mut running = None::<f64>;
-    let mut io_error = None;
-    let result = trainer.run(Some(out), |step, loss| {
-        running = Some(running.map_or(loss, |r| 0.99 * r + 0.01 * loss));
-        if step % 10 == 0 {
-            bar.set_position(step);
-            bar.set_message(format!("{:.4}", running.unwrap_or(loss)));
-            if let Err(e) = loss_csv.write_all(format!("{step},{loss}\n").as_bytes()) {
-                io_error.get_or_insert(e);
-            }
-        }
-    });
-    bar.abandon();
-    result?;
-    if let Some(e) = io_error {
-        return Err(e).context("writing loss.csv");
-    }
+    run_logged(&mut trainer, out, &loss_path)?;
     println!(
         "trained {} on {} ({} simulations) to step {} into {}",
         sim.loss,

@@ -26,7 +26,6 @@
 //! `kappa_bar` and `preconditioned` leave open are the target's, and the checkpoint records
 //! the resolved numbers.
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
@@ -37,7 +36,7 @@ use tsm_core::schedule::AnySchedule;
 use tsm_core::weighting::Weighting;
 use tsm_experiments::cli::{choice, count, flag_error, float, num, usage_error};
 use tsm_experiments::init_tracing;
-use tsm_experiments::training::{progress_bar, remove_run, truncate_loss_csv, tune_cpu};
+use tsm_experiments::training::{remove_run, run_logged, truncate_loss_csv, tune_cpu};
 use tsm_nn::checkpoint::{self, CheckpointRecord};
 use tsm_nn::engine::EngineKind;
 use tsm_nn::io::write_atomic;
@@ -280,29 +279,7 @@ fn main() -> Result<()> {
         steps = to,
         "training"
     );
-    let mut loss_csv = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&loss_path)
-        .with_context(|| format!("opening {}", loss_path.display()))?;
-    let bar = progress_bar(to, from);
-    let mut running = None::<f64>;
-    let mut io_error = None;
-    let result = trainer.run(Some(out), |step, loss| {
-        running = Some(running.map_or(loss, |r| 0.99 * r + 0.01 * loss));
-        if step % 10 == 0 {
-            bar.set_position(step);
-            bar.set_message(format!("{:.4}", running.unwrap_or(loss)));
-            // One write per row, so that a killed process leaves whole rows.
-            if let Err(e) = loss_csv.write_all(format!("{step},{loss}\n").as_bytes()) {
-                io_error.get_or_insert(e);
-            }
-        }
-    });
-    bar.abandon();
-    result?;
-    if let Some(e) = io_error {
-        return Err(e).context("writing loss.csv");
-    }
+    run_logged(&mut trainer, out, &loss_path)?;
     tracing::info!(
         step = trainer.step(),
         loss = trainer.last_loss(),
