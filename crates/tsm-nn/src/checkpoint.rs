@@ -9,13 +9,14 @@
 //! step_00000200.safetensors    params `layers.ℓ.{weight,bias}`, `ema.…`, `adam_m.…`, `adam_v.…`
 //! ```
 //!
-//! A save refuses a state with a NaN or an infinity, writes the tensor file under a temporary
-//! name (`.step_N.safetensors.PID.tmp`, see [`crate::io`]) and renames it, then builds the
-//! JSON record and reads it back exactly as [`load`] will (parse, format, configuration
-//! checks), so that a record the loader would reject is never committed; then the JSON is
-//! written the same way, and only then is the previous tensor file removed. A crash at any
-//! point leaves a `checkpoint.json` that names a complete tensor file; what it may leave
-//! besides (a temporary file, a tensor file no record names) [`remove_leftovers`] deletes. The random state needs no saving: the
+//! A save refuses a state with a NaN or an infinity, serialises the tensors in memory, builds
+//! the JSON record and reads it back exactly as [`load`] will (parse, format, configuration
+//! checks), so that a record the loader would reject is never committed; then it writes the
+//! tensor file and the JSON, each atomically (a temporary `.NAME.PID.tmp`, see [`crate::io`],
+//! then a rename), and only then removes the previous tensor file. A crash at any point
+//! leaves a `checkpoint.json` that names a complete tensor file; what it may leave besides (a
+//! temporary file, a tensor file no record names) [`remove_leftovers`] deletes. The random
+//! state needs no saving: the
 //! batch of step `k` is drawn from the stream `(seed, k)` (see [`crate::train`]), so
 //! `(seed, step)` *is* the RNG state, and a resumed run continues bit-identically.
 //!
@@ -125,14 +126,11 @@ pub fn save(
     }
     let file = format!("step_{step:08}.safetensors");
     let path = dir.join(&file);
-    let tmp = crate::io::temp_path(&path);
-    candle::safetensors::save(&map, &tmp)?;
-    let bytes = fs::read(&tmp).map_err(io(&tmp))?;
-    let synced = fs::File::open(&tmp).and_then(|f| f.sync_all());
-    if let Err(e) = synced {
-        let _ = fs::remove_file(&tmp);
-        return Err(io(&tmp)(e));
-    }
+    // Serialised in memory and written with `write_atomic`: safetensors' own file writer
+    // goes through a randomly named temporary file (`.tmpXXXXXX`) that a killed process
+    // would leave behind where `io::remove_stale_temps` cannot recognise it.
+    let bytes = safetensors::tensor::serialize(&map, None)
+        .map_err(|e| Error::checkpoint(&path, format!("not saved: {e}")))?;
     let record = CheckpointRecord {
         format: FORMAT_VERSION,
         step,
@@ -156,7 +154,6 @@ pub fn save(
         }
     });
     if let Err(e) = back {
-        let _ = fs::remove_file(&tmp);
         return Err(match e {
             Error::Checkpoint { path, reason } => Error::Checkpoint {
                 path,
@@ -165,10 +162,7 @@ pub fn save(
             other => other,
         });
     }
-    if let Err(e) = fs::rename(&tmp, &path) {
-        let _ = fs::remove_file(&tmp);
-        return Err(io(&path)(e));
-    }
+    write_atomic(&path, &bytes)?;
     let previous = read_record(dir).ok().map(|r| r.file);
     write_atomic(&record_path, &json)?;
     if let Some(old) = previous.filter(|old| *old != file) {
