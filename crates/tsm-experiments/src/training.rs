@@ -11,7 +11,7 @@
 //! because the CPU engine already runs two half-batches on the two cores.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use plotters::coord::Shift;
@@ -276,12 +276,64 @@ impl Figure for SamplesPlot<'_> {
     }
 }
 
+/// Refuses a fresh run into `out` when it already holds one (a `checkpoint.json`, readable or
+/// not), unless `force`.
+///
+/// # Errors
+/// The run found, with what to do instead (`--resume` or `--force`).
+pub fn refuse_existing_run(out: &Path, force: bool) -> Result<()> {
+    if force {
+        return Ok(());
+    }
+    if let Ok(record) = checkpoint::read_record(out) {
+        anyhow::bail!(
+            "--out {} holds a run (step {} of {}); continue it with --resume, or replace it \
+             with --force",
+            out.display(),
+            record.step,
+            record.config.steps
+        );
+    }
+    if out.join(checkpoint::RECORD_FILE).exists() {
+        anyhow::bail!(
+            "--out {} holds an unreadable checkpoint.json; replace the run with --force",
+            out.display()
+        );
+    }
+    Ok(())
+}
+
+/// Prepares the run folder `out` and returns its `loss.csv`: on resume from step `from`,
+/// removes what an interrupted run left and cuts `loss.csv` back to that step; for a fresh
+/// run, removes the old run (`force`), creates the folder and starts `loss.csv` over.
+///
+/// # Errors
+/// I/O, naming the file.
+pub fn prepare_run_dir(out: &Path, resumed_from: Option<u64>, force: bool) -> Result<PathBuf> {
+    let loss_path = out.join("loss.csv");
+    if let Some(from) = resumed_from {
+        for f in checkpoint::remove_leftovers(out)? {
+            tracing::info!(file = %f.display(), "removed a leftover of an interrupted run");
+        }
+        truncate_loss_csv(&loss_path, from)?;
+    } else {
+        if force {
+            remove_run(out)?;
+        }
+        std::fs::create_dir_all(out)
+            .with_context(|| format!("--out {}: cannot create", out.display()))?;
+        tsm_nn::io::remove_stale_temps(out)?;
+        write_atomic(&loss_path, b"step,loss\n")?;
+    }
+    Ok(loss_path)
+}
+
 /// Cuts `loss.csv` back to the rows of steps `≤ step` (a run killed after its last checkpoint
 /// wrote rows that the resumed run writes again); creates it with its header if missing.
 ///
 /// # Errors
 /// I/O.
-pub fn truncate_loss_csv(path: &Path, step: u64) -> Result<()> {
+fn truncate_loss_csv(path: &Path, step: u64) -> Result<()> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
@@ -310,7 +362,7 @@ pub fn truncate_loss_csv(path: &Path, step: u64) -> Result<()> {
 ///
 /// # Errors
 /// A file that cannot be removed.
-pub fn remove_run(dir: &Path) -> Result<()> {
+fn remove_run(dir: &Path) -> Result<()> {
     let record = dir.join(checkpoint::RECORD_FILE);
     if record.exists() {
         std::fs::remove_file(&record)

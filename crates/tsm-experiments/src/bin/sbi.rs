@@ -31,7 +31,7 @@ use tsm_core::weighting::Weighting;
 use tsm_experiments::cli::{choice, count, flag_error, float, num, usage_error};
 use tsm_experiments::init_tracing;
 use tsm_experiments::plot::{plot_err, save_svg_png, Figure, FONT, PALETTE};
-use tsm_experiments::training::{remove_run, run_logged, truncate_loss_csv, tune_cpu};
+use tsm_experiments::training::{prepare_run_dir, refuse_existing_run, run_logged, tune_cpu};
 use tsm_nn::candle::Device;
 use tsm_nn::checkpoint;
 use tsm_nn::engine::EngineKind;
@@ -381,22 +381,7 @@ fn train(args: &TrainArgs, matches: &ArgMatches) -> Result<()> {
         }
         (cfg, Some(record.step))
     } else {
-        if let Ok(record) = checkpoint::read_record(out) {
-            if !args.force {
-                bail!(
-                    "--out {} holds a run (step {} of {}); continue it with --resume, or \
-                     replace it with --force",
-                    out.display(),
-                    record.step,
-                    record.config.steps
-                );
-            }
-        } else if out.join(checkpoint::RECORD_FILE).exists() && !args.force {
-            bail!(
-                "--out {} holds an unreadable checkpoint.json; replace the run with --force",
-                out.display()
-            );
-        }
+        refuse_existing_run(out, args.force)?;
         let task = args.task.unwrap_or(SbiTask::LinearGaussian);
         check_budget_memory(task, args.budget, "--budget");
         if args.loss == SbiLoss::MixLearned {
@@ -521,22 +506,8 @@ fn run_training(
         None => SbiTrainer::with_source(cfg, batches, device, options)
             .map_err(|e| flag_error::<Cli>(e, FLAGS))?,
     };
-    let loss_path = out.join("loss.csv");
     let from = trainer.step();
-    if resumed.is_some() {
-        for f in checkpoint::remove_leftovers(out)? {
-            tracing::info!(file = %f.display(), "removed a leftover of an interrupted run");
-        }
-        truncate_loss_csv(&loss_path, from)?;
-    } else {
-        if args.force {
-            remove_run(out)?;
-        }
-        std::fs::create_dir_all(out)
-            .with_context(|| format!("--out {}: cannot create", out.display()))?;
-        tsm_nn::io::remove_stale_temps(out)?;
-        write_atomic(&loss_path, b"step,loss\n")?;
-    }
+    let loss_path = prepare_run_dir(out, resumed.map(|_| from), args.force)?;
     let to = trainer.config().steps;
     if from == to {
         println!(

@@ -36,10 +36,9 @@ use tsm_core::schedule::AnySchedule;
 use tsm_core::weighting::Weighting;
 use tsm_experiments::cli::{choice, count, flag_error, float, num, usage_error};
 use tsm_experiments::init_tracing;
-use tsm_experiments::training::{remove_run, run_logged, truncate_loss_csv, tune_cpu};
+use tsm_experiments::training::{prepare_run_dir, refuse_existing_run, run_logged, tune_cpu};
 use tsm_nn::checkpoint::{self, CheckpointRecord};
 use tsm_nn::engine::EngineKind;
-use tsm_nn::io::write_atomic;
 use tsm_nn::loss::{LossConfig, TargetVariances};
 use tsm_nn::optim::AdamConfig;
 use tsm_nn::{
@@ -205,22 +204,7 @@ fn main() -> Result<()> {
         }
         t
     } else {
-        if let Ok(record) = checkpoint::read_record(out) {
-            if !args.force {
-                bail!(
-                    "--out {} holds a run (step {} of {}); continue it with --resume, or \
-                     replace it with --force",
-                    out.display(),
-                    record.step,
-                    record.config.steps
-                );
-            }
-        } else if out.join(checkpoint::RECORD_FILE).exists() && !args.force {
-            bail!(
-                "--out {} holds an unreadable checkpoint.json; replace the run with --force",
-                out.display()
-            );
-        }
+        refuse_existing_run(out, args.force)?;
         let cfg = fresh_config(&args, &target, &variances, engine)?;
         Trainer::with_options(cfg, &target, &device, options)
             .map_err(|e| flag_error::<Args>(e, FLAGS))?
@@ -250,21 +234,7 @@ fn main() -> Result<()> {
     }
 
     // Now the folder: create it, or clean and cut back what a previous run left.
-    let loss_path = out.join("loss.csv");
-    if args.resume {
-        for f in checkpoint::remove_leftovers(out)? {
-            tracing::info!(file = %f.display(), "removed a leftover of an interrupted run");
-        }
-        truncate_loss_csv(&loss_path, from)?;
-    } else {
-        if args.force {
-            remove_run(out)?;
-        }
-        std::fs::create_dir_all(out)
-            .with_context(|| format!("--out {}: cannot create", out.display()))?;
-        tsm_nn::io::remove_stale_temps(out)?;
-        write_atomic(&loss_path, b"step,loss\n")?;
-    }
+    let loss_path = prepare_run_dir(out, args.resume.then_some(from), args.force)?;
     if from == to {
         println!(
             "the run in {} is already at step {to} of {to}; nothing to do",
