@@ -5,32 +5,8 @@
 use super::*;
 use crate::schedule::{AnySchedule, Cosine};
 
-/// The exact noised score of `N(m, v I_d)` and its divergence.
-struct Gaussian<S> {
-    mean: Vec<f64>,
-    var: f64,
-    schedule: S,
-}
-
-impl<S> Dim for Gaussian<S> {
-    fn dim(&self) -> usize {
-        self.mean.len()
-    }
-}
-
-impl<S: Schedule> NoisedScore for Gaussian<S> {
-    fn noised_score(&mut self, x: &[f64], t: f64, out: &mut [f64]) -> Result<()> {
-        let (a, s2) = (self.schedule.alpha(t), self.schedule.sigma_sq(t));
-        let var = a * a * self.var + s2;
-        let d = self.mean.len();
-        for (xi, oi) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
-            for ((o, x), m) in oi.iter_mut().zip(xi).zip(&self.mean) {
-                *o = -(x - a * m) / var;
-            }
-        }
-        Ok(())
-    }
-}
+// The exact noised score of `N(m, v I_d)` (the samplers' test score); its divergence below.
+use crate::sampler::tests::GaussianScore as Gaussian;
 
 impl<S: Schedule> ScoreDivergence for Gaussian<S> {
     fn score_divergence(

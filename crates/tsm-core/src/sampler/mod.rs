@@ -439,4 +439,4 @@ impl SamplerConfig {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -10,11 +10,11 @@ use super::*;
 use crate::schedule::{AnySchedule, Cosine};
 use crate::target::Dim;
 
-/// The exact noised score of `N(m, v I_d)` under `schedule`.
-struct GaussianScore<S> {
-    mean: Vec<f64>,
-    var: f64,
-    schedule: S,
+/// The exact noised score of `N(m, v I_d)` under `schedule` (also the likelihood tests').
+pub(crate) struct GaussianScore<S> {
+    pub(crate) mean: Vec<f64>,
+    pub(crate) var: f64,
+    pub(crate) schedule: S,
 }
 
 impl<S> Dim for GaussianScore<S> {
