@@ -259,18 +259,9 @@ impl<'a, T: Score + Sample> Trainer<'a, T> {
         device: &Device,
         options: TrainerOptions,
     ) -> Result<Self> {
-        let (record, state) = checkpoint::load(dir)?;
-        let mut trainer = Self::from_state(
-            record.config,
-            target,
-            device,
-            options,
-            state,
-            record.step,
-            record.loss,
-        )?;
-        trainer.saved = Some((dir.to_owned(), record.step));
-        Ok(trainer)
+        Self::resume_from(dir, device, options, |cfg| {
+            Self::batch_sampler(cfg, target, options)
+        })
     }
 
     fn from_state(
@@ -282,10 +273,19 @@ impl<'a, T: Score + Sample> Trainer<'a, T> {
         step: u64,
         last_loss: Option<f64>,
     ) -> Result<Self> {
+        let sampler = Self::batch_sampler(&cfg, target, options)?;
+        Trainer::from_source_state(cfg, sampler, device, options, state, step, last_loss)
+    }
+
+    /// The target's batches for `cfg`, once the options and the configuration are checked.
+    fn batch_sampler(
+        cfg: &TrainConfig,
+        target: &'a T,
+        options: TrainerOptions,
+    ) -> Result<BatchSampler<'a, T>> {
         options.validate()?;
         cfg.validate()?;
-        let sampler = BatchSampler::new(target, &cfg.loss, &cfg.model)?;
-        Trainer::from_source_state(cfg, sampler, device, options, state, step, last_loss)
+        BatchSampler::new(target, &cfg.loss, &cfg.model)
     }
 }
 
@@ -316,7 +316,18 @@ impl<'a, T, S: BatchSource> Trainer<'a, T, S> {
         device: &Device,
         options: TrainerOptions,
     ) -> Result<Self> {
+        Self::resume_from(dir, device, options, |_| Ok(source))
+    }
+
+    /// Loads the run saved in `dir` and continues it with the batches of `source(config)`.
+    fn resume_from(
+        dir: &Path,
+        device: &Device,
+        options: TrainerOptions,
+        source: impl FnOnce(&TrainConfig) -> Result<S>,
+    ) -> Result<Self> {
         let (record, state) = checkpoint::load(dir)?;
+        let source = source(&record.config)?;
         let mut trainer = Self::from_source_state(
             record.config,
             source,
