@@ -16,6 +16,8 @@
 //! - [`sbi`]: conditional score models for simulation-based inference, trained on a fixed
 //!   set of gray-box simulations with the DSM, LTSM or MIX loss (Ko & Geffner 2024);
 //! - [`mmd`]: the unbiased RBF-kernel MMD² and a permutation two-sample test on it;
+//! - [`c2st`]: the classifier two-sample test (cross-validated MLP accuracy, 0.5 =
+//!   indistinguishable), the SBI benchmark's metric;
 //! - [`check`]: a PASS/FAIL check of samples against a Gaussian-mixture target (MMD² test at
 //!   the target's scales, mode shares by χ²);
 //! - [`DeviceKind`]: `cpu` / `cuda` / `metal` by name.
@@ -24,6 +26,8 @@
 #![deny(missing_docs)]
 #![warn(clippy::unwrap_used)]
 
+pub mod bridge;
+pub mod c2st;
 pub mod check;
 pub mod checkpoint;
 pub mod config;
