@@ -149,6 +149,10 @@ pub enum Error {
     /// [`ScoreError::downcast_ref`] gives the original back.
     #[error(transparent)]
     Score(#[from] ScoreError),
+    /// An error of the Lie-group module ([`crate::lie`]), kept whole, so that `?` carries it
+    /// into code that reports through this crate's [`Result`].
+    #[error(transparent)]
+    Lie(#[from] crate::lie::LieError),
 }
 
 /// The error of a score model implemented outside `tsm-core` (see [`Error::Score`]).

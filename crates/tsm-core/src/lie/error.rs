@@ -85,4 +85,28 @@ pub enum LieError {
         /// Number given.
         got: usize,
     },
+    /// An error reported by a group score model outside this crate (a network's tensor
+    /// error, say), kept whole: its message is this error's message.
+    #[error(transparent)]
+    Score(#[from] crate::ScoreError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `?` carries a `LieError` into `tsm_core::Result` whole.
+    #[test]
+    fn lie_errors_convert_into_the_crate_error() {
+        fn heat(t: f64) -> crate::Result<f64> {
+            Ok(crate::lie::igso3::Igso3::new(t)?.time())
+        }
+        assert_eq!(heat(0.5), Ok(0.5));
+        let e = heat(-1.0).expect_err("negative time");
+        assert!(matches!(
+            e,
+            crate::Error::Lie(LieError::NonPositive { value, .. }) if value == -1.0
+        ));
+        assert!(e.to_string().contains("-1"), "{e}");
+    }
 }
