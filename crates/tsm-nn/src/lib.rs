@@ -26,7 +26,6 @@
 #![deny(missing_docs)]
 #![warn(clippy::unwrap_used)]
 
-pub mod bridge;
 pub mod c2st;
 pub mod check;
 pub mod checkpoint;
