@@ -24,6 +24,8 @@
 //! - [`so3`]: rotations ([`so3::So3`], [`so3::Rotation`]) with a log that is stable near `π`;
 //! - [`igso3`]: IGSO(3), the heat kernel on `SO(3)`, accurate at every variance (image form
 //!   for `ε ≤ 1`, character series for `ε > 1`);
+//! - [`igso3_draw`]: exact IGSO(3) draws by rejection with an `O(1)` set-up (a new time per
+//!   draw, as in training);
 //! - [`identity`]: DSI and TSI on a group (Props. 3.2, 3.3);
 //! - [`sampler`]: the reverse-time geodesic random walk from the Haar measure (De Bortoli et
 //!   al. 2022, Alg. 1) over a [`sampler::GroupScore`].
@@ -35,6 +37,7 @@
 mod error;
 pub mod identity;
 pub mod igso3;
+pub mod igso3_draw;
 pub mod sampler;
 pub mod so3;
 pub mod torus;
