@@ -60,6 +60,11 @@ pub struct TrainConfig {
     /// loss and the simulator budget (`None`, and then not written in the JSON, otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub simulation: Option<crate::sbi::SimulationConfig>,
+    /// An implicit loss (ISM, SSM: [`crate::implicit`]) that replaces the regression on
+    /// `loss.identity`; `loss` still gives the weighting and the time range. `None` (and then
+    /// not written in the JSON): the regression.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub implicit: Option<crate::implicit::ImplicitLoss>,
 }
 
 impl TrainConfig {
@@ -78,6 +83,7 @@ impl TrainConfig {
             checkpoint_every: 1000,
             engine: EngineKind::Cpu,
             simulation: None,
+            implicit: None,
         }
     }
 
@@ -197,6 +203,9 @@ impl TrainConfig {
             }
         }
         self.model.validate()?;
+        if let Some(implicit) = &self.implicit {
+            crate::implicit::validate_run(implicit, self)?;
+        }
         if let Some(sim) = &self.simulation {
             sim.validate(&self.model)?;
         }

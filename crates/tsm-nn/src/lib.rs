@@ -13,6 +13,9 @@
 //!   candle engine and a fast hand-written CPU engine;
 //! - [`score`]: a trained model as a `tsm_core::sampler::NoisedScore`, for the samplers of
 //!   `tsm-core` (reverse-SDE Euler–Maruyama, probability-flow Heun, predictor–corrector);
+//! - [`implicit`]: implicit (Hyvärinen 2005) and sliced (Song et al. 2019) score matching,
+//!   with a forward-mode Jacobian–vector product through the network, and finite-difference
+//!   SSM (Pang et al. 2020);
 //! - [`sbi`]: conditional score models for simulation-based inference, trained on a fixed
 //!   set of gray-box simulations with the DSM, LTSM or MIX loss (Ko & Geffner 2024);
 //! - [`mmd`]: the unbiased RBF-kernel MMD² and a permutation two-sample test on it;
@@ -34,6 +37,7 @@ mod device;
 pub mod embedding;
 pub mod engine;
 mod error;
+pub mod implicit;
 pub mod io;
 mod kernels;
 pub mod loss;

@@ -321,6 +321,12 @@ impl Mlp {
             .collect::<candle::Result<Vec<_>>>()?;
         Ok(Self { layers })
     }
+
+    /// The layers `ℓ = 0 … depth` (the last is the output layer), for passes other than
+    /// [`Module::forward`] (the forward-mode pass of [`crate::implicit::jvp`]).
+    pub fn layers(&self) -> &[Linear] {
+        &self.layers
+    }
 }
 
 impl Module for Mlp {
@@ -477,6 +483,11 @@ impl ScoreModel {
     /// The schedule.
     pub fn schedule(&self) -> &AnySchedule {
         &self.schedule
+    }
+
+    /// The MLP `F` (without the parameterisation).
+    pub fn mlp(&self) -> &Mlp {
+        &self.mlp
     }
 
     /// The host-side conditioning for times `t`.

@@ -352,7 +352,8 @@ impl<'a, T, S: BatchSource> Trainer<'a, T, S> {
     ) -> Result<Self> {
         options.validate()?;
         cfg.validate()?;
-        let engine = Engine::new(cfg.engine, &cfg.model, &state, device, options.threads)?;
+        let engine = Engine::new(cfg.engine, &cfg.model, &state, device, options.threads)?
+            .with_implicit(cfg.implicit, cfg.seed)?;
         Ok(Self {
             cfg,
             sampler,

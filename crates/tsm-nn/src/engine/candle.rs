@@ -20,6 +20,8 @@ pub struct CandleEngine {
     ema: Vec<Tensor>,
     names: Vec<String>,
     device: Device,
+    /// An implicit loss (ISM/SSM) in place of the regression, with the seed of its probes.
+    implicit: Option<(crate::implicit::ImplicitLoss, u64)>,
 }
 
 impl CandleEngine {
@@ -57,7 +59,33 @@ impl CandleEngine {
             names: state.params.iter().map(|(n, _)| n.clone()).collect(),
             vars,
             device: device.clone(),
+            implicit: None,
         })
+    }
+
+    /// Trains with `loss` (ISM/SSM, [`crate::implicit`]) instead of the regression, its probes
+    /// of step `k` drawn from [`crate::implicit::probe_rng`]`(seed, k)`.
+    pub fn set_implicit(&mut self, loss: Option<crate::implicit::ImplicitLoss>, seed: u64) {
+        self.implicit = loss.map(|l| (l, seed));
+    }
+
+    /// The batch's loss as a tensor of the graph: the regression's, or the implicit loss's
+    /// with the probes of `step`.
+    fn loss_tensor(&self, b: &Batch, step: u64) -> Result<Tensor> {
+        let (xt, target, lambda, s0) = self.batch_tensors(b)?;
+        if let Some((loss, seed)) = self.implicit {
+            let mut rng = crate::implicit::probe_rng(seed, step);
+            return crate::implicit::loss_tensor(
+                loss,
+                &self.model,
+                &xt,
+                &b.cond,
+                &b.lambda,
+                &mut rng,
+            );
+        }
+        let s = self.model.forward_with(&xt, &b.cond, s0.as_ref())?;
+        weighted_loss(&s, &target, &lambda)
     }
 
     fn batch_tensors(&self, b: &Batch) -> Result<(Tensor, Tensor, Tensor, Option<Tensor>)> {
@@ -78,9 +106,7 @@ impl CandleEngine {
     /// # Errors
     /// Tensor errors.
     pub fn loss(&self, b: &Batch) -> Result<f64> {
-        let (xt, target, lambda, s0) = self.batch_tensors(b)?;
-        let s = self.model.forward_with(&xt, &b.cond, s0.as_ref())?;
-        Ok(weighted_loss(&s, &target, &lambda)?.to_scalar::<f32>()? as f64)
+        Ok(self.loss_tensor(b, 0)?.to_scalar::<f32>()? as f64)
     }
 
     /// One Adam step (`step ≥ 1`); returns the loss before the update.
@@ -88,9 +114,7 @@ impl CandleEngine {
     /// # Errors
     /// [`Error::NonFiniteLoss`] (nothing updated), tensor errors.
     pub fn step(&mut self, b: &Batch, adam: &AdamConfig, step: u64) -> Result<f64> {
-        let (xt, target, lambda, s0) = self.batch_tensors(b)?;
-        let s = self.model.forward_with(&xt, &b.cond, s0.as_ref())?;
-        let loss = weighted_loss(&s, &target, &lambda)?;
+        let loss = self.loss_tensor(b, step)?;
         let value = loss.to_scalar::<f32>()? as f64;
         if !value.is_finite() {
             return Err(Error::NonFiniteLoss { step, value });

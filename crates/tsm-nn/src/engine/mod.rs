@@ -148,6 +148,29 @@ impl Engine {
         }
     }
 
+    /// The engine training with an implicit loss (ISM/SSM, [`crate::implicit`]) instead of
+    /// the regression when `loss` is `Some`, its probes from `seed`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an implicit loss on the CPU engine (its hand-written backward
+    /// has no pass through the Jacobian–vector products).
+    pub fn with_implicit(
+        mut self,
+        loss: Option<crate::implicit::ImplicitLoss>,
+        seed: u64,
+    ) -> Result<Self> {
+        match (&mut self, loss) {
+            (_, None) => {}
+            (Self::Candle(e), l) => e.set_implicit(l, seed),
+            (Self::Cpu(_), Some(l)) => {
+                return Err(Error::config(format!(
+                    "{l} runs on the candle (autograd) engine only"
+                )))
+            }
+        }
+        Ok(self)
+    }
+
     /// One Adam step; returns the loss before the update.
     ///
     /// # Errors
