@@ -1,5 +1,6 @@
-//! `cargo xtask train`: trains a score network on a named target with DSM, TSM or a κ/κ̄
-//! mixture, writing resumable checkpoints into `--out`.
+//! `cargo xtask train`: trains a score network on a named target with DSM, TSM, a κ/κ̄
+//! mixture, implicit or sliced score matching (`--loss ism|ssm`), writing resumable
+//! checkpoints into `--out`.
 //!
 //! `cargo xtask train --target eight_modes --loss tsm --steps 20000 --out runs/tsm`
 //!
@@ -31,7 +32,6 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
-use tsm_core::identity::ScoreIdentity;
 use tsm_core::schedule::AnySchedule;
 use tsm_core::weighting::Weighting;
 use tsm_experiments::cli::{choice, count, flag_error, float, num, usage_error};
@@ -39,6 +39,7 @@ use tsm_experiments::init_tracing;
 use tsm_experiments::training::{prepare_run_dir, refuse_existing_run, run_logged, tune_cpu};
 use tsm_nn::checkpoint::{self, CheckpointRecord};
 use tsm_nn::engine::EngineKind;
+use tsm_nn::implicit::TrainLoss;
 use tsm_nn::loss::{LossConfig, TargetVariances};
 use tsm_nn::optim::AdamConfig;
 use tsm_nn::{
@@ -46,18 +47,21 @@ use tsm_nn::{
 };
 use tsm_targets::GaussianMixture;
 
-/// Train a score network (the MLP of De Bortoli et al. 2024, §4.2) with DSM, TSM, κ or κ̄ on a
-/// named target.
+/// Train a score network (the MLP of De Bortoli et al. 2024, §4.2) with DSM, TSM, κ, κ̄, ISM or
+/// SSM on a named target.
 #[derive(Debug, Parser)]
 #[command(version, long_about = None)]
 struct Args {
     /// Target name (unit_gaussian, easy_mixture, hard_mixture_same_var, hard_mixture_diff_var, eight_modes)
     #[arg(long, default_value = "eight_modes")]
     target: String,
-    /// Regression target of the loss: dsm/dsi, tsm/tsi, mixture=W (w L_DSI + (1 − w) L_TSI),
-    /// kappa and kappa_bar (variance from the target, or kappa=V, kappa_bar=V), phillips
-    #[arg(long, value_parser = choice::<ScoreIdentity>(), default_value = "dsm")]
-    loss: ScoreIdentity,
+    /// The loss: a regression target — dsm/dsi, tsm/tsi, mixture=W (w L_DSI + (1 − w) L_TSI),
+    /// kappa and kappa_bar (variance from the target, or kappa=V, kappa_bar=V), phillips — or
+    /// implicit score matching: ism (exact Jacobian trace), ism=hutchinson or ism=K (Hutchinson,
+    /// K Rademacher probes), ssm or ssm=K (sliced, variance-reduced, K Gaussian probes), fdssm or
+    /// fdssm=K (finite-difference SSM); ism/ssm/fdssm train on the autograd engine
+    #[arg(long, value_parser = choice::<TrainLoss>(), default_value = "dsm")]
+    loss: TrainLoss,
     /// Time weighting λ_t (normalised over the time range)
     #[arg(long, value_parser = choice::<Weighting>(), default_value = "uniform")]
     weighting: Weighting,
@@ -159,7 +163,8 @@ fn main() -> Result<()> {
     let options = args
         .threads
         .map_or_else(TrainerOptions::default, TrainerOptions::with_threads);
-    let engine = if device.is_cpu() && !args.autograd {
+    // ISM/SSM need the autograd engine (the CPU engine has no pass through the JVPs).
+    let engine = if device.is_cpu() && !args.autograd && args.loss.implicit().is_none() {
         EngineKind::Cpu
     } else {
         EngineKind::Candle
@@ -215,7 +220,7 @@ fn main() -> Result<()> {
         println!(
             "dry run: would train {} on {} from step {from} to {to} (batch {}, lr {}, {} \
              parameters, ≈ {:.0} MB) into {}{}",
-            cfg.loss.identity,
+            TrainLoss::of(cfg),
             cfg.target,
             cfg.batch,
             num(cfg.adam.lr),
@@ -244,7 +249,7 @@ fn main() -> Result<()> {
     }
     tracing::info!(
         target = %trainer.config().target,
-        loss = %trainer.config().loss.identity,
+        loss = %TrainLoss::of(trainer.config()),
         step = from,
         steps = to,
         "training"
@@ -281,7 +286,8 @@ fn fresh_config(
     }
     .resolve(variances.sigma_data_sq())
     .context("--parameterisation")?;
-    let mut loss = LossConfig::new(args.loss, args.weighting, variances).context("--loss")?;
+    let mut loss =
+        LossConfig::new(args.loss.identity(), args.weighting, variances).context("--loss")?;
     (loss.t_min, loss.t_max) = (args.t_min, args.t_max);
     let cfg = TrainConfig {
         target: args.target.clone(),
@@ -298,6 +304,7 @@ fn fresh_config(
         checkpoint_every: args.checkpoint_every,
         engine,
         simulation: None,
+        implicit: args.loss.implicit(),
     };
     cfg.validate()
         .map_err(|e| flag_error::<Args>(e, FLAGS))
@@ -333,7 +340,7 @@ fn conflicts(
         .loss
         .resolve(variances.sigma_data_sq(), variances.sigma_mode_sq())
         .unwrap_or(args.loss);
-    check("loss", loss.to_string(), cfg.loss.identity.to_string());
+    check("loss", loss.to_string(), TrainLoss::of(cfg).to_string());
     check(
         "weighting",
         args.weighting.to_string(),
