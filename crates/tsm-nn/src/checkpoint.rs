@@ -6,7 +6,8 @@
 //!
 //! ```text
 //! checkpoint.json              the commit point: names the current tensor file
-//! step_00000200.safetensors    params `layers.ℓ.{weight,bias}`, `ema.…`, `adam_m.…`, `adam_v.…`
+//! step_00000200.safetensors    params `layers.ℓ.{weight,bias}` (and `mix_weight` for a
+//!                              mix_learned run), `ema.…`, `adam_m.…`, `adam_v.…`
 //! ```
 //!
 //! A save refuses a state with a NaN or an infinity, serialises the tensors in memory, builds
@@ -269,7 +270,8 @@ pub fn load(dir: &Path) -> Result<(CheckpointRecord, NamedState)> {
     }
     let mut map = candle::safetensors::load_buffer(&bytes, &Device::Cpu)
         .map_err(|e| Error::checkpoint(&path, format!("unreadable tensors: {e}")))?;
-    let shapes = record.config.model.mlp.parameter_shapes();
+    // The network's tensors, and a mix_learned run's learned weight.
+    let shapes = crate::sbi::parameter_shapes(&record.config);
     let mut take = |prefix: &str| -> Result<Vec<(String, Tensor)>> {
         shapes
             .iter()

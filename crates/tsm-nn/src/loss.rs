@@ -200,6 +200,61 @@ pub struct Batch {
     pub score0_xt: Vec<f32>,
     /// Times, embedding and output coefficients.
     pub cond: Conditioning,
+    /// The two targets and the weight's features of the learned-weight MIX loss
+    /// (`mix_learned`, [`crate::sbi::LearnedWeight`]); `None` for every other loss.
+    pub mix: Option<MixTargets>,
+}
+
+/// What a batch of the learned-weight MIX loss carries beside `x_t` (Ko & Geffner 2024,
+/// §3.3): both regression targets and the features `φ(tᵢ)` of the weight
+/// `wᵢ = sigmoid(⟨c, φ(tᵢ)⟩)`. The engines regress on `yᵢ = wᵢ Aᵢ + (1 − wᵢ) Bᵢ` and train
+/// the coefficients `c` jointly with the network (see [`crate::sbi::LearnedWeight`] for the
+/// gradient that reaches `c`); [`Batch::target`] then holds the MIX target at the optimal
+/// weight `w_t*`, which the engines do not use.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MixTargets {
+    /// The DSM targets `A = −ε/σ_t`, `[n, d]`.
+    pub dsm: Vec<f32>,
+    /// The LTSM targets `B = ∇_θ log p(θ₀, z, x)/α_t`, `[n, d]`.
+    pub ltsm: Vec<f32>,
+    /// The weight's features `φ(tᵢ)`, `[n, K]` row-major.
+    pub features: Vec<f32>,
+}
+
+impl MixTargets {
+    /// Checks the sizes against a batch of `n` rows of dimension `d` and `k` coefficients.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the sizes.
+    pub fn check(&self, n: usize, d: usize, k: usize) -> Result<()> {
+        if self.dsm.len() != n * d || self.ltsm.len() != n * d || self.features.len() != n * k {
+            return Err(Error::config(format!(
+                "a learned-weight MIX batch of {n} rows, d = {d} and {k} weight coefficients \
+                 has {}, {} and {} values of A, B and features",
+                self.dsm.len(),
+                self.ltsm.len(),
+                self.features.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Row `i`'s weight `wᵢ = sigmoid(⟨c, φ(tᵢ)⟩)` (`f32`, as the autograd engine computes
+    /// it).
+    pub fn weight(&self, i: usize, c: &[f32]) -> f32 {
+        let k = c.len();
+        let g: f32 = self.features[i * k..(i + 1) * k]
+            .iter()
+            .zip(c)
+            .map(|(f, c)| f * c)
+            .sum();
+        1.0 / (1.0 + (-g).exp())
+    }
+
+    /// The target `y = B + w (A − B)` at flat index `j` (row-major `[n, d]`).
+    pub fn target(&self, j: usize, w: f32) -> f32 {
+        self.ltsm[j] + (self.dsm[j] - self.ltsm[j]) * w
+    }
 }
 
 /// Draws [`Batch`]es for a target, a loss and a model configuration.
@@ -320,6 +375,7 @@ impl<'a, T: Score + Sample> BatchSampler<'a, T> {
             lambda,
             score0_xt,
             cond,
+            mix: None,
         })
     }
 }
@@ -358,6 +414,26 @@ impl<T: Score + Sample> BatchSource for BatchSampler<'_, T> {
 pub fn weighted_loss(score: &Tensor, target: &Tensor, lambda: &Tensor) -> Result<Tensor> {
     let per_sample = (score - target)?.sqr()?.sum(1)?;
     Ok((per_sample * lambda)?.mean_all()?)
+}
+
+/// The learned-weight MIX loss `(1/n) Σᵢ λᵢ ‖sᵢ − yᵢ‖²`, `yᵢ = Bᵢ + wᵢ (Aᵢ − Bᵢ)`,
+/// `wᵢ = sigmoid(⟨c, φᵢ⟩)`, on tensors `s, A, B: [n, d]`, `φ: [n, K]`, `c: [K]`, `λ: [n]`; a
+/// scalar tensor whose graph reaches both `s` and `c` ([`crate::sbi::LearnedWeight`]).
+///
+/// # Errors
+/// Shape mismatches.
+pub fn learned_mix_loss(
+    score: &Tensor,
+    dsm: &Tensor,
+    ltsm: &Tensor,
+    features: &Tensor,
+    coefficients: &Tensor,
+    lambda: &Tensor,
+) -> Result<Tensor> {
+    let g = features.matmul(&coefficients.unsqueeze(1)?)?;
+    let w = (g.neg()?.exp()? + 1.0)?.recip()?;
+    let target = (ltsm + (dsm - ltsm)?.broadcast_mul(&w)?)?;
+    weighted_loss(score, &target, lambda)
 }
 
 /// `(1/n) Σᵢ λᵢ ‖sᵢ − Lᵢ‖²` on host buffers (`f64` accumulation).

@@ -32,7 +32,7 @@ use crate::config::TrainConfig;
 use crate::engine::{Engine, NamedState};
 use crate::error::num;
 use crate::loss::{Batch, BatchSampler, BatchSource};
-use crate::network::{init_parameters, ModelConfig, ScoreModel};
+use crate::network::{ModelConfig, ScoreModel};
 use crate::{Error, Result};
 
 /// How a [`Trainer`] runs (not part of the run's definition: the results do not depend on
@@ -236,7 +236,7 @@ impl<'a, T: Score + Sample> Trainer<'a, T> {
         device: &Device,
         options: TrainerOptions,
     ) -> Result<Self> {
-        let state = NamedState::fresh(init_parameters(&cfg.model.mlp, cfg.seed, &Device::Cpu)?)?;
+        let state = NamedState::fresh(crate::sbi::initial_parameters(&cfg, &Device::Cpu)?)?;
         Self::from_state(cfg, target, device, options, state, 0, None)
     }
 
@@ -301,7 +301,7 @@ impl<'a, T, S: BatchSource> Trainer<'a, T, S> {
         device: &Device,
         options: TrainerOptions,
     ) -> Result<Self> {
-        let state = NamedState::fresh(init_parameters(&cfg.model.mlp, cfg.seed, &Device::Cpu)?)?;
+        let state = NamedState::fresh(crate::sbi::initial_parameters(&cfg, &Device::Cpu)?)?;
         Self::from_source_state(cfg, source, device, options, state, 0, None)
     }
 

@@ -88,7 +88,8 @@ struct TrainArgs {
     #[arg(long, value_parser = choice::<SbiTask>())]
     task: Option<SbiTask>,
     /// Loss: dsm (denoising), ltsm (latent TSM, the joint score), mix (w_t* DSM + (1 − w_t*)
-    /// LTSM, w_t* = Fσ²/(Fσ² + dα²) with F from the simulations), mix_learned (not built yet)
+    /// LTSM, w_t* = Fσ²/(Fσ² + dα²) with F from the simulations), mix_learned (w(t) DSM +
+    /// (1 − w(t)) LTSM, w(t) = sigmoid of a cubic in the log-SNR, learned jointly)
     #[arg(long, value_parser = choice::<SbiLoss>(), default_value = "mix")]
     loss: SbiLoss,
     /// Simulator budget: simulations drawn once from --seed, 1 to 10⁸
@@ -384,12 +385,6 @@ fn train(args: &TrainArgs, matches: &ArgMatches) -> Result<()> {
         refuse_existing_run(out, args.force)?;
         let task = args.task.unwrap_or(SbiTask::LinearGaussian);
         check_budget_memory(task, args.budget, "--budget");
-        if args.loss == SbiLoss::MixLearned {
-            bail!(
-                "--loss mix_learned: a learned weight w(t) is not built yet; use mix (the \
-                 optimal weight w_t*), dsm or ltsm"
-            );
-        }
         // The configuration is resolved on the real set; a dry run checks it on a few
         // simulations (the flags' checks do not depend on the set).
         let n = if args.dry_run {

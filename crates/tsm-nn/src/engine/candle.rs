@@ -5,7 +5,7 @@ use candle::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
 
 use super::NamedState;
-use crate::loss::{weighted_loss, Batch};
+use crate::loss::{learned_mix_loss, weighted_loss, Batch};
 use crate::network::{ModelConfig, ScoreModel};
 use crate::optim::AdamConfig;
 use crate::{Error, Result};
@@ -85,7 +85,31 @@ impl CandleEngine {
             );
         }
         let s = self.model.forward_with(&xt, &b.cond, s0.as_ref())?;
-        weighted_loss(&s, &target, &lambda)
+        // mix_learned: the regression on `w A + (1 − w) B` with `w` of the learned
+        // coefficients, the one graph reaching both (crate::sbi::LearnedWeight).
+        match (&b.mix, self.learned_weight()) {
+            (None, None) => weighted_loss(&s, &target, &lambda),
+            (Some(mix), Some(c)) => {
+                let k = c.as_tensor().elem_count();
+                mix.check(b.n, b.d, k)?;
+                let dev = &self.device;
+                let dsm = Tensor::from_slice(&mix.dsm, (b.n, b.d), dev)?;
+                let ltsm = Tensor::from_slice(&mix.ltsm, (b.n, b.d), dev)?;
+                let phi = Tensor::from_slice(&mix.features, (b.n, k), dev)?;
+                learned_mix_loss(&s, &dsm, &ltsm, &phi, c.as_tensor(), &lambda)
+            }
+            _ => Err(Error::config(
+                "a learned-weight MIX batch needs a state with a learned weight, and such a \
+                 state needs its batches",
+            )),
+        }
+    }
+
+    /// The learned MIX weight's coefficients (`mix_learned` runs only).
+    fn learned_weight(&self) -> Option<&Var> {
+        let name = crate::sbi::LearnedWeight::PARAMETER;
+        let i = self.names.iter().position(|n| n == name)?;
+        self.vars.get(i)
     }
 
     fn batch_tensors(&self, b: &Batch) -> Result<(Tensor, Tensor, Tensor, Option<Tensor>)> {
@@ -120,8 +144,17 @@ impl CandleEngine {
             return Err(Error::NonFiniteLoss { step, value });
         }
         let grads = loss.backward()?;
-        let (step_size, bc2) = adam.bias_corrections(step);
         for (i, var) in self.vars.iter().enumerate() {
+            // The learned MIX weight's coefficients learn faster (crate::sbi::LearnedWeight).
+            let adam = &if self.names[i] == crate::sbi::LearnedWeight::PARAMETER {
+                AdamConfig {
+                    lr: adam.lr * crate::sbi::LearnedWeight::LR_GAIN,
+                    ..*adam
+                }
+            } else {
+                *adam
+            };
+            let (step_size, bc2) = adam.bias_corrections(step);
             let g = grads
                 .get(var.as_tensor())
                 .ok_or_else(|| Error::config(format!("no gradient for {}", self.names[i])))?;

@@ -5,10 +5,27 @@ use candle::{Device, Tensor};
 
 use super::NamedState;
 use crate::kernels;
-use crate::loss::Batch;
+use crate::loss::{Batch, MixTargets};
 use crate::network::MlpConfig;
 use crate::optim::{adam_ema_update, AdamConfig};
+use crate::sbi::LearnedWeight;
 use crate::{Error, Result};
+
+/// The learned-weight MIX part of `b` (`mix_learned`, [`LearnedWeight`]), checked against
+/// the coefficients `c` that the state holds after the network (empty for other runs).
+fn learned_mix<'a>(b: &'a Batch, c: &[f32]) -> Result<Option<&'a MixTargets>> {
+    match (&b.mix, c.is_empty()) {
+        (None, true) => Ok(None),
+        (Some(m), false) => {
+            m.check(b.n, b.d, c.len())?;
+            Ok(Some(m))
+        }
+        _ => Err(Error::config(
+            "a learned-weight MIX batch needs a state with a learned weight, and such a state \
+             needs its batches",
+        )),
+    }
+}
 
 /// Offsets of one layer in the flat buffer.
 #[derive(Debug, Clone, Copy)]
@@ -76,7 +93,9 @@ impl CpuEngine {
             off += fan_in * fan_out + fan_out;
         }
         let theta = flatten(&state.params)?;
-        if theta.len() != off {
+        // A mix_learned state ends with the learned weight's coefficients.
+        let learned = (state.params.last()).is_some_and(|(n, _)| n == LearnedWeight::PARAMETER);
+        if theta.len() != off + if learned { LearnedWeight::FEATURES } else { 0 } {
             return Err(Error::config(format!(
                 "state has {} parameters, the network {off}",
                 theta.len()
@@ -169,6 +188,11 @@ impl CpuEngine {
         let inv_n = 1.0 / b.n as f64;
         let mut loss = 0.0f64;
         let mut df = vec![0.0f32; n * d];
+        // mix_learned: regress on y = B + w(A − B); dc accumulates the coefficients' gradient
+        // ∂ℓ/∂c = −(2/n) Σᵢ λᵢ ⟨sᵢ − yᵢ, Aᵢ − Bᵢ⟩ wᵢ(1 − wᵢ) φᵢ (crate::sbi::LearnedWeight).
+        let c = &self.theta[out.b + d..];
+        let mix = learned_mix(b, c)?;
+        let mut dc = [0.0f64; LearnedWeight::FEATURES];
         with_slice(&ft, |f| {
             for (r, i) in rows.clone().enumerate() {
                 let (cs, co, cc, lam) = (
@@ -177,16 +201,27 @@ impl CpuEngine {
                     b.cond.c_score[i],
                     b.lambda[i],
                 );
-                let mut r2 = 0.0f64;
+                let w = mix.map_or(0.0, |m| m.weight(i, c));
+                let (mut r2, mut dw) = (0.0f64, 0.0f64);
                 for j in 0..d {
                     let k = i * d + j;
                     let s0 = if cc != 0.0 { cc * b.score0_xt[k] } else { 0.0 };
                     let s = cs * b.xt[k] + co * (f[r * d + j] + bias_out[j]) + s0;
-                    let res = s - b.target[k];
+                    let res = s - mix.map_or(b.target[k], |m| m.target(k, w));
+                    if let Some(m) = mix {
+                        dw += res as f64 * (m.dsm[k] - m.ltsm[k]) as f64;
+                    }
                     r2 += (res as f64) * (res as f64);
                     df[r * d + j] = (2.0 * inv_n) as f32 * lam * co * res;
                 }
                 loss += lam as f64 * r2;
+                if let Some(m) = mix {
+                    let gw = -2.0 * inv_n * lam as f64 * dw * (w * (1.0 - w)) as f64;
+                    let phi = &m.features[i * c.len()..(i + 1) * c.len()];
+                    for (g, f) in dc.iter_mut().zip(phi) {
+                        *g += gw * *f as f64;
+                    }
+                }
             }
         })?;
         loss *= inv_n;
@@ -195,6 +230,9 @@ impl CpuEngine {
             return Ok((loss, grad));
         }
         grad = vec![0.0f32; self.theta.len()];
+        for (g, v) in grad[out.b + d..].iter_mut().zip(&dc) {
+            *g = *v as f32;
+        }
         // Output layer gradients.
         for r in 0..n {
             for j in 0..d {
@@ -268,15 +306,24 @@ impl CpuEngine {
         if !loss.is_finite() {
             return Err(Error::NonFiniteLoss { step, value: loss });
         }
-        adam_ema_update(
-            adam,
-            step,
-            &mut self.theta,
-            &grad,
-            &mut self.m,
-            &mut self.v,
-            &mut self.ema,
-        );
+        // The network, then a mix_learned run's coefficients at their own learning rate
+        // (LearnedWeight::LR_GAIN); the update is elementwise, so the split changes no bit.
+        let end = self.slots.last().map_or(0, |s| s.b + s.fan_out);
+        let fast = AdamConfig {
+            lr: adam.lr * LearnedWeight::LR_GAIN,
+            ..*adam
+        };
+        for (part, cfg) in [(0..end, adam), (end..self.theta.len(), &fast)] {
+            adam_ema_update(
+                cfg,
+                step,
+                &mut self.theta[part.clone()],
+                &grad[part.clone()],
+                &mut self.m[part.clone()],
+                &mut self.v[part.clone()],
+                &mut self.ema[part],
+            );
+        }
         Ok(loss)
     }
 
@@ -285,7 +332,13 @@ impl CpuEngine {
     /// # Errors
     /// Tensor errors.
     pub fn state(&self) -> Result<NamedState> {
-        let shapes = self.cfg.parameter_shapes();
+        let mut shapes = self.cfg.parameter_shapes();
+        if self.theta.len() > self.slots.last().map_or(0, |s| s.b + s.fan_out) {
+            shapes.push((
+                LearnedWeight::PARAMETER.to_owned(),
+                vec![LearnedWeight::FEATURES],
+            ));
+        }
         let named = |flat: &[f32]| -> Result<Vec<(String, Tensor)>> {
             let mut off = 0;
             shapes
