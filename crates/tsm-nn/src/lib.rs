@@ -18,6 +18,8 @@
 //!   SSM (Pang et al. 2020);
 //! - [`sbi`]: conditional score models for simulation-based inference, trained on a fixed
 //!   set of gray-box simulations with the DSM, LTSM or MIX loss (Ko & Geffner 2024);
+//! - [`bridge`], [`non_additive`]: score networks on bridges (Prop. 3.4, loss eq. 15, `α` as
+//!   the time input) and under non-additive noise (Prop. 3.1), DSM or TSM, same trainer;
 //! - [`mmd`]: the unbiased RBF-kernel MMD² and a permutation two-sample test on it;
 //! - [`c2st`]: the classifier two-sample test (cross-validated MLP accuracy, 0.5 =
 //!   indistinguishable), the SBI benchmark's metric;
@@ -30,6 +32,7 @@
 #![warn(clippy::unwrap_used)]
 
 pub mod c2st;
+pub mod bridge;
 pub mod check;
 pub mod checkpoint;
 pub mod config;
@@ -43,6 +46,7 @@ mod kernels;
 pub mod loss;
 pub mod mmd;
 pub mod network;
+pub mod non_additive;
 pub mod optim;
 pub mod precond;
 pub mod sbi;
