@@ -24,12 +24,15 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, Args as ClapArgs, CommandFactory, FromArgMatches, Parser, Subcommand};
 use plotters::coord::Shift;
 use plotters::prelude::*;
+use rayon::prelude::*;
+use serde::Serialize;
 use tsm_core::identity::ScoreIdentity;
 use tsm_core::sampler::{Conditioned, Sampler, SamplerConfig};
 use tsm_core::target::Sample;
 use tsm_core::weighting::Weighting;
 use tsm_experiments::cli::{choice, count, flag_error, float, num, usage_error};
 use tsm_experiments::init_tracing;
+use tsm_experiments::output::RunTimer;
 use tsm_experiments::plot::{plot_err, save_svg_png, Figure, FONT, PALETTE};
 use tsm_experiments::training::{prepare_run_dir, refuse_existing_run, run_logged, tune_cpu};
 use tsm_nn::candle::Device;
@@ -41,7 +44,7 @@ use tsm_nn::optim::AdamConfig;
 use tsm_nn::sbi::{sbi_config, SbiLoss, SbiTrainer, SimulationBatches, SimulationSet, MAX_BUDGET};
 use tsm_nn::score::ModelConditionalScore;
 use tsm_nn::{MlpConfig, ModelConfig, TrainConfig, TrainerOptions};
-use tsm_targets::sbi::SbiTask;
+use tsm_targets::sbi::{GridPosterior, Posterior, SbiTask, Task, TaskVisitor};
 
 /// Simulation-based inference with latent target score matching: simulate, train a
 /// conditional score network, sample posteriors.
@@ -60,6 +63,8 @@ enum Command {
     Train(TrainArgs),
     /// Draw posterior samples at observations, with a corner plot
     Sample(SampleArgs),
+    /// Draw from the task's exact reference posterior at observations
+    Reference(ReferenceArgs),
 }
 
 #[derive(Debug, ClapArgs)]
@@ -187,6 +192,31 @@ struct SampleArgs {
     dry_run: bool,
 }
 
+#[derive(Debug, ClapArgs)]
+struct ReferenceArgs {
+    /// Task: linear_gaussian (exact Gaussian posterior), galton_board (600 × 600 grid), sir
+    /// (forward algorithm on a coarse-to-fine grid; seconds per observation)
+    #[arg(long, value_parser = choice::<SbiTask>())]
+    task: SbiTask,
+    /// Observations: a CSV with header x1,…,x_k and one row per observation
+    #[arg(long, value_name = "FILE")]
+    observation: PathBuf,
+    /// Draws per observation, 1 to 10⁷
+    #[arg(long, default_value_t = 10_000, value_parser = count::<usize>(1..=10_000_000))]
+    n: usize,
+    /// Seed of the draws (observation i uses the stream (seed, i))
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output CSV (header theta1,…,theta_d) and FILE's stem .json (the posterior's kind,
+    /// mean, sd, grid and outer-ring mass per observation); several observations write
+    /// FILE_1.csv, FILE_2.csv, … and one JSON
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    /// Check the flags and the observations, print what would run, and exit
+    #[arg(long)]
+    dry_run: bool,
+}
+
 /// Library configuration fields and the flags that set them.
 const FLAGS: &[(&str, &str)] = &[
     ("batch", "--batch"),
@@ -217,6 +247,7 @@ fn main() -> std::process::ExitCode {
         Command::Simulate(args) => simulate(&args),
         Command::Train(args) => train(&args, sub.unwrap_or(&matches)),
         Command::Sample(args) => sample(&args),
+        Command::Reference(args) => reference(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -659,17 +690,8 @@ fn sample(args: &SampleArgs) -> Result<()> {
             args.checkpoint.display()
         );
     }
-    let (d, k) = (task.dim(), task.observation_dim());
-    let observations = read_rows(&args.observation, "--observation", "x", k)?;
-    for (i, x) in observations.iter().enumerate() {
-        task.check_observation(x).with_context(|| {
-            format!(
-                "--observation {}: row {} is not an observation of {task}",
-                args.observation.display(),
-                i + 1
-            )
-        })?;
-    }
+    let d = task.dim();
+    let observations = read_observations(task, &args.observation, "--observation")?;
     let exact = args
         .reference
         .as_deref()
@@ -691,7 +713,7 @@ fn sample(args: &SampleArgs) -> Result<()> {
     let total = observations.len();
     for i in 1..=total {
         let (csv, _, _) = sample_outputs(&args.out, i, total);
-        if csv == args.observation || csv == args.checkpoint {
+        if same_file(&csv, &args.observation) || same_file(&csv, &args.checkpoint) {
             bail!("--out {}: would overwrite an input", csv.display());
         }
     }
@@ -770,6 +792,182 @@ fn sample(args: &SampleArgs) -> Result<()> {
         println!("wrote {} and {stem}.svg/.png", csv.display());
     }
     Ok(())
+}
+
+/// Whether `a` and `b` name the same existing file (`./obs.csv` and `obs.csv` do).
+fn same_file(a: &Path, b: &Path) -> bool {
+    matches!(
+        (std::fs::canonicalize(a), std::fs::canonicalize(b)),
+        (Ok(a), Ok(b)) if a == b
+    )
+}
+
+/// Reads the observations of `task` from `path` (flag `flag`) and checks every row.
+fn read_observations(task: SbiTask, path: &Path, flag: &str) -> Result<Vec<Vec<f64>>> {
+    let observations = read_rows(path, flag, "x", task.observation_dim())?;
+    for (i, x) in observations.iter().enumerate() {
+        task.check_observation(x).with_context(|| {
+            format!(
+                "{flag} {}: row {} is not an observation of {task}",
+                path.display(),
+                i + 1
+            )
+        })?;
+    }
+    Ok(observations)
+}
+
+/// The reference posterior of `task` at each observation, computed in parallel (a `sir` grid
+/// takes seconds), with the seconds each took; one [`GaltonBoard`](tsm_targets::sbi::GaltonBoard)
+/// serves every row (it tabulates its bin laws once).
+fn reference_posteriors(
+    task: SbiTask,
+    observations: &[Vec<f64>],
+) -> Vec<tsm_targets::Result<(Posterior, f64)>> {
+    struct References<'a>(&'a [Vec<f64>]);
+    impl TaskVisitor for References<'_> {
+        type Output = Vec<tsm_targets::Result<(Posterior, f64)>>;
+        fn visit<T: Task>(self, task: &T) -> Self::Output {
+            self.0
+                .par_iter()
+                .map(|x| {
+                    let start = std::time::Instant::now();
+                    let posterior = task.reference_posterior(x)?;
+                    Ok((posterior, start.elapsed().as_secs_f64()))
+                })
+                .collect()
+        }
+    }
+    task.visit(References(observations))
+}
+
+/// What `sbi reference` records about one observation's posterior.
+#[derive(Debug, Serialize)]
+struct ReferenceInfo {
+    row: usize,
+    file: String,
+    /// `gaussian` or `grid`.
+    kind: &'static str,
+    mean: Vec<f64>,
+    sd: Vec<f64>,
+    /// Grid posteriors: the box's corners, cells per side, and the outer ring's mass.
+    grid_lo: Option<[f64; 2]>,
+    grid_hi: Option<[f64; 2]>,
+    grid_cells: Option<[usize; 2]>,
+    ring_mass: Option<f64>,
+    seconds: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct ReferenceParams {
+    task: String,
+    observation: String,
+    n: usize,
+    max_ring_mass: f64,
+    observations: Vec<ReferenceInfo>,
+}
+
+fn reference(args: &ReferenceArgs) -> Result<()> {
+    check_out_file(&args.out)?;
+    let timer = RunTimer::start();
+    let task = args.task;
+    let d = task.dim();
+    let observations = read_observations(task, &args.observation, "--observation")?;
+    let total = observations.len();
+    let (_, dir, stem) = sample_outputs(&args.out, 1, 1);
+    let json = dir.join(format!("{stem}.json"));
+    for i in 1..=total {
+        let (csv, _, _) = sample_outputs(&args.out, i, total);
+        if same_file(&csv, &args.observation) || same_file(&json, &args.observation) {
+            bail!("--out {}: would overwrite an input", csv.display());
+        }
+    }
+    if args.dry_run {
+        println!(
+            "dry run: would draw {} reference posterior samples of {task} for each of {total} \
+             observations into {}",
+            args.n,
+            args.out.display()
+        );
+        return Ok(());
+    }
+    // Every posterior first (a grid one can fail its outer-ring check), then the files.
+    let mut posteriors = Vec::with_capacity(total);
+    for (i, p) in reference_posteriors(task, &observations)
+        .into_iter()
+        .enumerate()
+    {
+        posteriors.push(p.with_context(|| {
+            format!(
+                "--observation {}: row {}: reference posterior",
+                args.observation.display(),
+                i + 1
+            )
+        })?);
+    }
+    if !dir.as_os_str().is_empty() {
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("--out: creating {}", dir.display()))?;
+    }
+    let mut infos = Vec::with_capacity(total);
+    for (i, (posterior, seconds)) in posteriors.iter().enumerate() {
+        let mut rng = tsm_core::rng::stream(args.seed, i as u64);
+        let draws = posterior.sample_n(&mut rng, args.n);
+        let (csv, _, _) = sample_outputs(&args.out, i + 1, total);
+        write_atomic(&csv, theta_csv(&draws, d).as_bytes())
+            .with_context(|| format!("--out {}", csv.display()))?;
+        let grid = match posterior {
+            Posterior::Grid(g) => Some(g),
+            _ => None,
+        };
+        infos.push(ReferenceInfo {
+            row: i + 1,
+            file: csv
+                .file_name()
+                .map_or_else(String::new, |f| f.to_string_lossy().into_owned()),
+            kind: if grid.is_some() { "grid" } else { "gaussian" },
+            mean: posterior.mean(),
+            sd: posterior.sd(),
+            grid_lo: grid.map(GridPosterior::lo),
+            grid_hi: grid.map(GridPosterior::hi),
+            grid_cells: grid.map(GridPosterior::shape),
+            ring_mass: grid.map(GridPosterior::ring_mass),
+            seconds: *seconds,
+        });
+        println!("wrote {}", csv.display());
+    }
+    let files: Vec<String> = infos.iter().map(|r| r.file.clone()).collect();
+    let files: Vec<&str> = files.iter().map(String::as_str).collect();
+    let record = timer.record(
+        "sbi_reference",
+        args.seed,
+        false,
+        ReferenceParams {
+            task: task.to_string(),
+            observation: args.observation.display().to_string(),
+            n: args.n,
+            max_ring_mass: GridPosterior::MAX_RING_MASS,
+            observations: infos,
+        },
+        &files,
+    );
+    let mut bytes = serde_json::to_vec_pretty(&record)?;
+    bytes.push(b'\n');
+    write_atomic(&json, &bytes).with_context(|| format!("--out {}", json.display()))?;
+    println!("wrote {}", json.display());
+    Ok(())
+}
+
+/// Draws `[n, d]` as CSV with header `theta1,…,theta_d`.
+fn theta_csv(draws: &[f64], d: usize) -> String {
+    let mut text = header("theta", d).join(",");
+    text.push('\n');
+    for row in draws.chunks_exact(d) {
+        let cells: Vec<String> = row.iter().map(|v| v.to_string()).collect();
+        text.push_str(&cells.join(","));
+        text.push('\n');
+    }
+    text
 }
 
 /// A corner plot: marginal histograms on the diagonal, pairwise scatter below it; the
