@@ -43,6 +43,11 @@ const TASKS: &[(&str, &str, &str)] = &[
         "Estimator variance against t in d dimensions (App. C)",
     ),
     (
+        "reproduce-bridge",
+        "fig_bridge",
+        "Bridges and non-additive noise: identity variance against α, TSM vs DSM training",
+    ),
+    (
         "train",
         "train",
         "Train a score network (see `cargo xtask train --help`)",
@@ -72,6 +77,7 @@ const ALL_FIGURES: &[&str] = &[
     "reproduce-fig4",
     "reproduce-fig5",
     "reproduce-dim",
+    "reproduce-bridge",
 ];
 
 /// Benchmark binaries run by `bench`.
