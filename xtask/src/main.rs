@@ -38,6 +38,16 @@ const TASKS: &[(&str, &str, &str)] = &[
         "Fig. 5: training DSM/TSM/κ/κ̄ on the 2-D eight-mode mixture",
     ),
     (
+        "reproduce-compare",
+        "compare_losses",
+        "DSM, TSM, κ̄, ISM and SSM on a 2-D and a 16-D mixture: MMD, score error, NLL, time",
+    ),
+    (
+        "reproduce-ltsm-fig5",
+        "ltsm_fig5",
+        "Latent TSM Fig. 5: the learned DSM weight w(t) over w_t*, per SBI task",
+    ),
+    (
         "reproduce-dim",
         "dim_variance",
         "Estimator variance against t in d dimensions (App. C)",
@@ -78,6 +88,7 @@ const ALL_FIGURES: &[&str] = &[
     "reproduce-fig5",
     "reproduce-dim",
     "reproduce-bridge",
+    "reproduce-ltsm-fig5",
 ];
 
 /// Benchmark binaries run by `bench`.
