@@ -1,5 +1,10 @@
-//! Vectorised CPU kernels for the fast training path: bias + SiLU forward and its backward,
-//! with a branch-free `exp` that the compiler vectorises.
+//! Vectorised CPU kernels for the fast training path: the matrix products ([`gemm`]), and
+//! bias + SiLU forward and its backward with a branch-free `exp` that the compiler vectorises.
+//!
+//! [`gemm`] is register-blocked for the training step's small shapes (a half-batch of 256 rows
+//! against 128 × 130 weights) with run-time dispatch to AVX-512, AVX2 + FMA or a portable
+//! path; every output element is the same chain of fused multiply–adds on every path, so the
+//! paths give the same bits (tested, each forced in turn).
 //!
 //! `SiLU(z) = z σ(z)`, `σ(z) = 1/(1 + e^{−z})`, `SiLU'(z) = σ(z)(1 + z(1 − σ(z)))`.
 //!
@@ -106,6 +111,442 @@ fn silu_backward_checked(da: &[f32], z: &[f32], sig: &[f32], dz: &mut [f32], db:
     silu_backward_body(da, z, sig, dz, db)
 }
 
+/// Which matrix-product path [`gemm`] takes: AVX-512, AVX2 with FMA, or the portable one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum GemmPath {
+    /// Scalar `f32::mul_add` (a correctly rounded fused multiply–add, in software where the
+    /// CPU has none: exact but slow).
+    Portable,
+    /// 256-bit vectors with fused multiply–add.
+    Avx2Fma,
+    /// 512-bit vectors.
+    Avx512,
+}
+
+/// The highest [`GemmPath`] the dispatch may take (tests lower it to force each path).
+static GEMM_CAP: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(2);
+
+/// The path [`gemm`] takes on this CPU: the widest it has, at most the cap, and never above
+/// the workspace's [`tsm_core::fastmath::level`] (so capping that to the portable level caps
+/// this too).
+pub fn gemm_path() -> GemmPath {
+    let cap = GEMM_CAP.load(std::sync::atomic::Ordering::Relaxed);
+    #[cfg(target_arch = "x86_64")]
+    {
+        use tsm_core::fastmath::{level, Level};
+        if level() >= Level::Avx2 && std::arch::is_x86_feature_detected!("fma") {
+            if cap >= 2 && std::arch::is_x86_feature_detected!("avx512f") {
+                return GemmPath::Avx512;
+            }
+            if cap >= 1 {
+                return GemmPath::Avx2Fma;
+            }
+        }
+    }
+    let _ = cap;
+    GemmPath::Portable
+}
+
+/// Runs `f` with [`gemm`] capped at `path`, then restores the cap (calls serialised by a lock).
+#[cfg(test)]
+pub fn with_gemm_cap<T>(path: GemmPath, f: impl FnOnce() -> T) -> T {
+    use std::sync::atomic::Ordering;
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let previous = GEMM_CAP.swap(path as u8, Ordering::Relaxed);
+    struct Restore(u8);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            GEMM_CAP.store(self.0, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    let _restore = Restore(previous);
+    f()
+}
+
+/// A strided view of the left factor: element `(i, p)` is `data[i·row + p·col]`.
+#[derive(Debug, Clone, Copy)]
+pub struct Lhs<'a> {
+    /// The elements.
+    pub data: &'a [f32],
+    /// The stride between rows `i`.
+    pub row: usize,
+    /// The stride along the reduction index `p`.
+    pub col: usize,
+}
+
+/// `C = A·B` (or `C += A·B` with `accumulate`): `C: [m, n]` row-major with row stride `ldc`,
+/// `A: [m, k]` strided ([`Lhs`]), `B: [k, n]` row-major with row stride `ldb`.
+///
+/// Every element is one chain of fused multiply–adds over `p = 0, 1, …, k − 1` in that order,
+/// starting from 0 (or from `C`), on every path and for every blocking: the AVX-512, AVX2 and
+/// portable paths give the same bits (tested). Register-blocked for the training step's
+/// shapes (`k` ≤ a few hundred, so the panels stay in cache without packing).
+///
+/// # Panics
+/// When a slice is too short for the shapes (a bug in the caller).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Lhs<'_>,
+    b: &[f32],
+    ldb: usize,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(
+        (m - 1) * a.row + k.saturating_sub(1) * a.col < a.data.len() || k == 0,
+        "gemm: A too short"
+    );
+    assert!(k == 0 || (k - 1) * ldb + n <= b.len(), "gemm: B too short");
+    assert!((m - 1) * ldc + n <= c.len(), "gemm: C too short");
+    match gemm_path() {
+        #[cfg(target_arch = "x86_64")]
+        GemmPath::Avx512 => {
+            // SAFETY: `gemm_path` reports AVX-512 only where the CPU has avx512f and fma.
+            unsafe { gemm_avx512(m, n, k, a, b, ldb, c, ldc, accumulate) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        GemmPath::Avx2Fma => {
+            // SAFETY: `gemm_path` reports AVX2+FMA only where the CPU has both.
+            unsafe { gemm_avx2(m, n, k, a, b, ldb, c, ldc, accumulate) }
+        }
+        _ => gemm_blocked::<4, 8>(m, n, k, a, b, ldb, c, ldc, accumulate),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+use x86::{gemm_avx2, gemm_avx512};
+
+/// The vector paths: one `MR × 2 vectors` register tile written once per instruction set by a
+/// macro (the same code with 512- or 256-bit intrinsics). The accumulators stay in registers
+/// over the whole reduction; each lane runs the same fused multiply–add chain as
+/// [`edge`]'s scalar `mul_add`, so all paths give the same bits.
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::Lhs;
+    use std::arch::x86_64::*;
+
+    std::thread_local! {
+        /// The zero-padded right-edge panel of `B` (reused across calls).
+        static PANEL: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    macro_rules! vector_gemm {
+        ($gemm:ident, $rows:ident, $tile:ident, $features:literal, $mr:literal, $lanes:literal,
+         $zero:ident, $set1:ident, $load:ident, $store:ident, $fmadd:ident) => {
+            /// `gemm` on this instruction set (see [`super::gemm`]).
+            ///
+            /// The right edge (`n mod 2·lanes` columns) runs through the same tiles on a copy
+            /// of `B`'s last columns padded with zeros: the padding lanes are computed and
+            /// dropped, the real ones run the same chains.
+            ///
+            /// # Safety
+            /// The CPU must have the enabled features, and the slices must hold the shapes
+            /// (checked by the caller).
+            #[target_feature(enable = $features)]
+            #[allow(clippy::too_many_arguments)]
+            pub unsafe fn $gemm(
+                m: usize,
+                n: usize,
+                k: usize,
+                a: Lhs<'_>,
+                b: &[f32],
+                ldb: usize,
+                c: &mut [f32],
+                ldc: usize,
+                accumulate: bool,
+            ) {
+                const NR: usize = 2 * $lanes;
+                let full_cols = n - n % NR;
+                let mut i = 0;
+                while i < m {
+                    let rows = (m - i).min($mr);
+                    let sub = Lhs {
+                        data: &a.data[i * a.row..],
+                        ..a
+                    };
+                    let mut j = 0;
+                    while j < full_cols {
+                        // SAFETY: the rows and columns are inside the checked shapes.
+                        unsafe {
+                            $rows(rows, j, k, sub, b, ldb, &mut c[i * ldc..], ldc, accumulate)
+                        };
+                        j += NR;
+                    }
+                    i += rows;
+                }
+                let rem = n - full_cols;
+                if rem == 0 {
+                    return;
+                }
+                PANEL.with_borrow_mut(|panel| {
+                    panel.clear();
+                    panel.resize(k * NR, 0.0);
+                    for p in 0..k {
+                        panel[p * NR..p * NR + rem]
+                            .copy_from_slice(&b[p * ldb + full_cols..p * ldb + n]);
+                    }
+                    let mut i = 0;
+                    while i < m {
+                        let rows = (m - i).min($mr);
+                        let mut tmp = [0.0f32; $mr * NR];
+                        if accumulate {
+                            for r in 0..rows {
+                                tmp[r * NR..r * NR + rem].copy_from_slice(
+                                    &c[(i + r) * ldc + full_cols..(i + r) * ldc + n],
+                                );
+                            }
+                        }
+                        let sub = Lhs {
+                            data: &a.data[i * a.row..],
+                            ..a
+                        };
+                        // SAFETY: the panel has k rows of NR; tmp has $mr rows of NR.
+                        unsafe { $rows(rows, 0, k, sub, panel, NR, &mut tmp, NR, accumulate) };
+                        for r in 0..rows {
+                            c[(i + r) * ldc + full_cols..(i + r) * ldc + n]
+                                .copy_from_slice(&tmp[r * NR..r * NR + rem]);
+                        }
+                        i += rows;
+                    }
+                });
+            }
+
+            /// Rows `0..rows` (at most `$mr`) of `A` and `C`, columns `j..j + 2·lanes`: one
+            /// full tile, or tiles of 4, 2 and 1 rows for a ragged bottom.
+            #[target_feature(enable = $features)]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn $rows(
+                rows: usize,
+                j: usize,
+                k: usize,
+                a: Lhs<'_>,
+                b: &[f32],
+                ldb: usize,
+                c: &mut [f32],
+                ldc: usize,
+                accumulate: bool,
+            ) {
+                // SAFETY (every call): rows r..r+step are below `rows`, inside the shapes.
+                if rows == $mr {
+                    unsafe { $tile::<$mr>(0, j, k, a, b, ldb, c, ldc, accumulate) };
+                    return;
+                }
+                let mut r = 0;
+                while r < rows {
+                    let step = match rows - r {
+                        1 => 1,
+                        2 | 3 => 2,
+                        _ => 4,
+                    };
+                    unsafe {
+                        match step {
+                            1 => $tile::<1>(r, j, k, a, b, ldb, c, ldc, accumulate),
+                            2 => $tile::<2>(r, j, k, a, b, ldb, c, ldc, accumulate),
+                            _ => $tile::<4>(r, j, k, a, b, ldb, c, ldc, accumulate),
+                        }
+                    }
+                    r += step;
+                }
+            }
+
+            /// One `MR × 2·lanes` tile at `(i, j)`.
+            #[target_feature(enable = $features)]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn $tile<const MR: usize>(
+                i: usize,
+                j: usize,
+                k: usize,
+                a: Lhs<'_>,
+                b: &[f32],
+                ldb: usize,
+                c: &mut [f32],
+                ldc: usize,
+                accumulate: bool,
+            ) {
+                let (ap, bp, cp) = (a.data.as_ptr(), b.as_ptr(), c.as_mut_ptr());
+                // SAFETY (all pointer offsets below): the caller checked that A holds rows
+                // i..i+MR over p < k, B rows p < k over columns j..j+2·lanes, and C the tile.
+                unsafe {
+                    let mut lo = [$zero(); MR];
+                    let mut hi = [$zero(); MR];
+                    if accumulate {
+                        for r in 0..MR {
+                            lo[r] = $load(cp.add((i + r) * ldc + j));
+                            hi[r] = $load(cp.add((i + r) * ldc + j + $lanes));
+                        }
+                    }
+                    for p in 0..k {
+                        let b0 = $load(bp.add(p * ldb + j));
+                        let b1 = $load(bp.add(p * ldb + j + $lanes));
+                        for r in 0..MR {
+                            let x = $set1(*ap.add((i + r) * a.row + p * a.col));
+                            lo[r] = $fmadd(x, b0, lo[r]);
+                            hi[r] = $fmadd(x, b1, hi[r]);
+                        }
+                    }
+                    for r in 0..MR {
+                        $store(cp.add((i + r) * ldc + j), lo[r]);
+                        $store(cp.add((i + r) * ldc + j + $lanes), hi[r]);
+                    }
+                }
+            }
+        };
+    }
+
+    vector_gemm!(
+        gemm_avx512,
+        rows_avx512,
+        tile_avx512,
+        "avx512f,avx2,fma",
+        8,
+        16,
+        _mm512_setzero_ps,
+        _mm512_set1_ps,
+        _mm512_loadu_ps,
+        _mm512_storeu_ps,
+        _mm512_fmadd_ps
+    );
+    vector_gemm!(
+        gemm_avx2,
+        rows_avx2,
+        tile_avx2,
+        "avx2,fma",
+        6,
+        8,
+        _mm256_setzero_ps,
+        _mm256_set1_ps,
+        _mm256_loadu_ps,
+        _mm256_storeu_ps,
+        _mm256_fmadd_ps
+    );
+}
+
+/// Tiles of `MR × NR`; the ragged right edge and bottom edge by narrower tiles of the same
+/// loop (so the same operation order).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn gemm_blocked<const MR: usize, const NR: usize>(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Lhs<'_>,
+    b: &[f32],
+    ldb: usize,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) {
+    let full_cols = n - n % NR;
+    let mut i = 0;
+    while i + MR <= m {
+        let mut j = 0;
+        while j < full_cols {
+            tile::<MR, NR>(i, j, k, a, b, ldb, c, ldc, accumulate);
+            j += NR;
+        }
+        edge(i, MR, full_cols, n, k, a, b, ldb, c, ldc, accumulate);
+        i += MR;
+    }
+    if i < m {
+        edge(i, m - i, 0, n, k, a, b, ldb, c, ldc, accumulate);
+    }
+}
+
+/// One `MR × NR` tile at `(i, j)`: the accumulators stay in registers over the whole `k`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn tile<const MR: usize, const NR: usize>(
+    i: usize,
+    j: usize,
+    k: usize,
+    a: Lhs<'_>,
+    b: &[f32],
+    ldb: usize,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) {
+    let mut acc = [[0.0f32; NR]; MR];
+    if accumulate {
+        for (r, row) in acc.iter_mut().enumerate() {
+            row.copy_from_slice(&c[(i + r) * ldc + j..(i + r) * ldc + j + NR]);
+        }
+    }
+    for p in 0..k {
+        let bp: &[f32; NR] = b[p * ldb + j..p * ldb + j + NR]
+            .try_into()
+            .expect("NR columns");
+        for (r, row) in acc.iter_mut().enumerate() {
+            let ap = a.data[(i + r) * a.row + p * a.col];
+            for (x, &y) in row.iter_mut().zip(bp) {
+                *x = ap.mul_add(y, *x);
+            }
+        }
+    }
+    for (r, row) in acc.iter().enumerate() {
+        c[(i + r) * ldc + j..(i + r) * ldc + j + NR].copy_from_slice(row);
+    }
+}
+
+/// Rows `i..i + rows`, columns `j0..n` (a ragged edge: a few rows or columns), with the same
+/// chain per element as the tiles. The elements of a block of up to 8 × 8 advance together
+/// through `p`, so that their chains overlap instead of waiting on each other's latency.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn edge(
+    i: usize,
+    rows: usize,
+    j0: usize,
+    n: usize,
+    k: usize,
+    a: Lhs<'_>,
+    b: &[f32],
+    ldb: usize,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) {
+    const B: usize = 8;
+    let mut r0 = i;
+    while r0 < i + rows {
+        let nr = (i + rows - r0).min(B);
+        let mut c0 = j0;
+        while c0 < n {
+            let nc = (n - c0).min(B);
+            let mut acc = [[0.0f32; B]; B];
+            for (r, row) in acc.iter_mut().enumerate().take(nr) {
+                if accumulate {
+                    row[..nc].copy_from_slice(&c[(r0 + r) * ldc + c0..(r0 + r) * ldc + c0 + nc]);
+                }
+            }
+            for p in 0..k {
+                let bp = &b[p * ldb + c0..p * ldb + c0 + nc];
+                for (r, row) in acc.iter_mut().enumerate().take(nr) {
+                    let x = a.data[(r0 + r) * a.row + p * a.col];
+                    for (y, &z) in row.iter_mut().zip(bp) {
+                        *y = x.mul_add(z, *y);
+                    }
+                }
+            }
+            for (r, row) in acc.iter().enumerate().take(nr) {
+                c[(r0 + r) * ldc + c0..(r0 + r) * ldc + c0 + nc].copy_from_slice(&row[..nc]);
+            }
+            c0 += nc;
+        }
+        r0 += nr;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,6 +601,88 @@ mod tests {
             silu_backward(&[1.0], &z, &s, &mut dz, &mut db);
             assert!((dz[0] as f64 - fd).abs() < 1e-3, "{z0}: {} vs {fd}", dz[0]);
             assert_eq!(db[0], dz[0]);
+        }
+    }
+
+    /// A naive `A·B` in the same order (`f64`-free: the reference is the same fma chain).
+    fn naive(m: usize, n: usize, k: usize, a: Lhs<'_>, b: &[f32], ldb: usize) -> Vec<f32> {
+        let mut c = vec![0.0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                let mut x = 0.0f32;
+                for p in 0..k {
+                    x = a.data[i * a.row + p * a.col].mul_add(b[p * ldb + j], x);
+                }
+                c[i * n + j] = x;
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn gemm_paths_give_the_same_bits_as_the_naive_chain_and_f64() {
+        // Shapes of the training step (forward, weight gradient, input gradient) shrunk, with
+        // ragged edges on both sides, for each path this CPU has, forced in turn.
+        let wave =
+            |k: usize, f: f32| -> Vec<f32> { (0..k).map(|i| (i as f32 * f).sin()).collect() };
+        let paths: Vec<GemmPath> = [GemmPath::Portable, GemmPath::Avx2Fma, GemmPath::Avx512]
+            .into_iter()
+            .filter(|&p| p <= gemm_path())
+            .collect();
+        for &(m, n, k) in &[
+            (37, 67, 29),
+            (8, 32, 5),
+            (2, 130, 40),
+            (41, 2, 33),
+            (1, 1, 0),
+        ] {
+            let a = wave(m * k, 0.37);
+            let b = wave(k * n + 3, 0.11);
+            let c0 = wave(m * n, 0.5);
+            for (lhs, transposed) in [
+                (
+                    Lhs {
+                        data: &a,
+                        row: k,
+                        col: 1,
+                    },
+                    false,
+                ),
+                (
+                    Lhs {
+                        data: &a,
+                        row: 1,
+                        col: m,
+                    },
+                    true,
+                ),
+            ] {
+                let want = naive(m, n, k, lhs, &b, n);
+                for &path in &paths {
+                    let (c, c_acc) = with_gemm_cap(path, || {
+                        let mut c = vec![f32::NAN; m * n];
+                        gemm(m, n, k, lhs, &b, n, &mut c, n, false);
+                        let mut c_acc = c0.clone();
+                        gemm(m, n, k, lhs, &b, n, &mut c_acc, n, true);
+                        (c, c_acc)
+                    });
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&c), bits(&want), "{path:?} {m}x{n}x{k} t={transposed}");
+                    for i in 0..m * n {
+                        let r = i / n;
+                        let j = i % n;
+                        let exact: f64 = c0[i] as f64
+                            + (0..k)
+                                .map(|p| {
+                                    lhs.data[r * lhs.row + p * lhs.col] as f64 * b[p * n + j] as f64
+                                })
+                                .sum::<f64>();
+                        // k roundings of terms of size ≤ 1: |error| ≤ k·2⁻²⁴·(|c0| + k).
+                        let bound = (k as f64 + 1.0) * 6e-8 * (1.0 + k as f64);
+                        assert!((c_acc[i] as f64 - exact).abs() <= bound, "{path:?}");
+                    }
+                }
+            }
         }
     }
 }

@@ -4,7 +4,7 @@
 use candle::{Device, Tensor};
 
 use super::NamedState;
-use crate::kernels;
+use crate::kernels::{self, gemm, Lhs};
 use crate::loss::{Batch, MixTargets};
 use crate::network::MlpConfig;
 use crate::optim::{adam_ema_update, AdamConfig};
@@ -45,22 +45,40 @@ pub struct CpuEngine {
     m: Vec<f32>,
     v: Vec<f32>,
     ema: Vec<f32>,
+    /// `Wᵀ` of every layer (`[fan_in, fan_out]`, at the layer's offset), the right factor of
+    /// the forward products; refreshed from `theta` once per step and shared by both halves.
+    wt: Vec<f32>,
+    /// Buffers of the two half-batches, kept across steps so that a step allocates nothing.
+    scratch: [Scratch; 2],
     pool: Option<rayon::ThreadPool>,
 }
 
-/// Reads a contiguous CPU `f32` tensor without copying.
-fn with_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
-    let (storage, layout) = t.storage_and_layout();
-    match &*storage {
-        candle::Storage::Cpu(cpu) => {
-            let s = cpu.as_slice::<f32>()?;
-            let (a, b) = layout
-                .contiguous_offsets()
-                .ok_or_else(|| Error::config("CPU engine: non-contiguous tensor"))?;
-            Ok(f(&s[a..b]))
-        }
-        _ => Err(Error::config("the CPU engine needs CPU tensors")),
-    }
+/// One half-batch's activations and gradients.
+#[derive(Debug, Default)]
+struct Scratch {
+    /// The network input `[c_in x, (c − μ)/s, emb]`, `[n, fan_in₀]`.
+    h0: Vec<f32>,
+    /// Per hidden layer: pre-activation `z`, `σ(z)` and the activation `z σ(z)`, `[n, h]`.
+    z: Vec<Vec<f32>>,
+    sig: Vec<Vec<f32>>,
+    act: Vec<Vec<f32>>,
+    /// The output layer's product (before bias) and `dℓ/dF`, `[n, d]`.
+    f: Vec<f32>,
+    df: Vec<f32>,
+    /// `dℓ/da` and `dℓ/dz` of the layer being back-propagated, `[n, h]`.
+    da: Vec<f32>,
+    dz: Vec<f32>,
+    /// The flat gradient of this half.
+    grad: Vec<f32>,
+}
+
+/// What a half-batch reads: the layout and the parameters.
+#[derive(Clone, Copy)]
+struct Net<'a> {
+    cfg: &'a MlpConfig,
+    slots: &'a [LayerSlot],
+    theta: &'a [f32],
+    wt: &'a [f32],
 }
 
 fn flatten(named: &[(String, Tensor)]) -> Result<Vec<f32>> {
@@ -71,11 +89,48 @@ fn flatten(named: &[(String, Tensor)]) -> Result<Vec<f32>> {
     Ok(out)
 }
 
+/// Writes `Wᵀ` of every layer of `theta` into `wt` (same offsets).
+fn transpose_weights(slots: &[LayerSlot], theta: &[f32], wt: &mut Vec<f32>) {
+    wt.resize(theta.len(), 0.0);
+    for s in slots {
+        let w = &theta[s.w..s.w + s.fan_in * s.fan_out];
+        let t = &mut wt[s.w..s.w + s.fan_in * s.fan_out];
+        for (o, row) in w.chunks_exact(s.fan_in).enumerate() {
+            for (k, &x) in row.iter().enumerate() {
+                t[k * s.fan_out + o] = x;
+            }
+        }
+    }
+}
+
+/// Resizes `v` to `len` (reusing its allocation; the contents are overwritten by the caller).
+fn fit(v: &mut Vec<f32>, len: usize) {
+    v.resize(len, 0.0);
+}
+
+/// `row-major [n, cols]` as the left factor of a product.
+fn rows(data: &[f32], cols: usize) -> Lhs<'_> {
+    Lhs {
+        data,
+        row: cols,
+        col: 1,
+    }
+}
+
+/// `[n, cols]` read transposed (`[cols, n]`) as the left factor of a product.
+fn columns(data: &[f32], cols: usize) -> Lhs<'_> {
+    Lhs {
+        data,
+        row: 1,
+        col: cols,
+    }
+}
+
 impl CpuEngine {
     /// Builds the engine from a state, with a pool of `threads` threads (0: the machine's
     /// [`available_parallelism`](std::thread::available_parallelism); 1: no pool) that runs
-    /// the two half-batches side by side and their matrix products. The results are the same
-    /// bits whatever `threads` (see the [parent module](super)).
+    /// the two half-batches side by side. The results are the same bits whatever `threads`
+    /// (see the [parent module](super)).
     ///
     /// # Errors
     /// Shape mismatches with `cfg`.
@@ -121,34 +176,23 @@ impl CpuEngine {
             v: flatten(&state.adam_v)?,
             ema: flatten(&state.ema)?,
             theta,
+            wt: Vec::new(),
+            scratch: Default::default(),
             pool,
         })
     }
 
-    fn weight_tensors(&self) -> Result<Vec<Tensor>> {
-        self.slots
-            .iter()
-            .map(|s| {
-                Ok(Tensor::from_slice(
-                    &self.theta[s.w..s.w + s.fan_in * s.fan_out],
-                    (s.fan_out, s.fan_in),
-                    &Device::Cpu,
-                )?)
-            })
-            .collect()
-    }
-
-    /// Loss and gradient (into `grad`, flat) of rows `rows` of `b`, normalised by `b.n`.
+    /// Loss and gradient (into `ws.grad`, flat) of rows `range` of `b`, normalised by `b.n`.
     fn half(
-        &self,
-        w: &[Tensor],
+        net: Net<'_>,
+        ws: &mut Scratch,
         b: &Batch,
-        rows: std::ops::Range<usize>,
+        range: std::ops::Range<usize>,
         want_grad: bool,
-    ) -> Result<(f64, Vec<f32>)> {
-        let (n, d, e) = (rows.len(), b.d, self.cfg.embedding_dim);
-        let k = self.cfg.condition_dim;
-        let depth = self.cfg.depth;
+    ) -> Result<f64> {
+        let (n, d, e) = (range.len(), b.d, net.cfg.embedding_dim);
+        let k = net.cfg.condition_dim;
+        let depth = net.cfg.depth;
         if b.cond.condition.len() != b.n * k {
             return Err(Error::config(format!(
                 "CPU engine: {} condition values for a batch of {} and condition width {k}",
@@ -157,136 +201,202 @@ impl CpuEngine {
             )));
         }
         // h0 = [c_in x, (c − μ)/s, emb] (the middle block only for a conditional model).
-        let mut h0 = Vec::with_capacity(n * (d + k + e));
-        for i in rows.clone() {
+        ws.h0.clear();
+        for i in range.clone() {
             let c = b.cond.c_in[i];
-            h0.extend(b.xt[i * d..(i + 1) * d].iter().map(|x| c * x));
-            h0.extend_from_slice(&b.cond.condition[i * k..(i + 1) * k]);
-            h0.extend_from_slice(&b.cond.emb[i * e..(i + 1) * e]);
+            ws.h0.extend(b.xt[i * d..(i + 1) * d].iter().map(|x| c * x));
+            ws.h0
+                .extend_from_slice(&b.cond.condition[i * k..(i + 1) * k]);
+            ws.h0.extend_from_slice(&b.cond.emb[i * e..(i + 1) * e]);
         }
-        let mut acts = vec![Tensor::from_vec(h0, (n, d + k + e), &Device::Cpu)?];
-        let (mut zs, mut sigs) = (Vec::with_capacity(depth), Vec::with_capacity(depth));
-        for (l, wl) in w.iter().enumerate().take(depth) {
-            let slot = self.slots[l];
-            let zt = acts[l].matmul(&wl.t()?)?;
-            let mut z = with_slice(&zt, <[f32]>::to_vec)?;
-            let (mut a, mut s) = (vec![0.0f32; z.len()], vec![0.0f32; z.len()]);
-            kernels::bias_silu(
-                &mut z,
-                &self.theta[slot.b..slot.b + slot.fan_out],
-                &mut a,
-                &mut s,
+        ws.z.resize_with(depth, Vec::new);
+        ws.sig.resize_with(depth, Vec::new);
+        ws.act.resize_with(depth, Vec::new);
+        for l in 0..depth {
+            let s = net.slots[l];
+            let (done, rest) = ws.act.split_at_mut(l);
+            let input = if l == 0 { &ws.h0 } else { &done[l - 1] };
+            let (z, sig, act) = (&mut ws.z[l], &mut ws.sig[l], &mut rest[0]);
+            fit(z, n * s.fan_out);
+            fit(sig, n * s.fan_out);
+            fit(act, n * s.fan_out);
+            gemm(
+                n,
+                s.fan_out,
+                s.fan_in,
+                rows(input, s.fan_in),
+                &net.wt[s.w..],
+                s.fan_out,
+                z,
+                s.fan_out,
+                false,
             );
-            acts.push(Tensor::from_vec(a, (n, slot.fan_out), &Device::Cpu)?);
-            zs.push(z);
-            sigs.push(s);
+            kernels::bias_silu(z, &net.theta[s.b..s.b + s.fan_out], act, sig);
         }
         // Output layer, score, residual, loss and dℓ/dF.
-        let out = self.slots[depth];
-        let ft = acts[depth].matmul(&w[depth].t()?)?;
-        let bias_out = &self.theta[out.b..out.b + d];
+        let out = net.slots[depth];
+        let last = if depth == 0 {
+            &ws.h0
+        } else {
+            &ws.act[depth - 1]
+        };
+        fit(&mut ws.f, n * d);
+        gemm(
+            n,
+            d,
+            out.fan_in,
+            rows(last, out.fan_in),
+            &net.wt[out.w..],
+            d,
+            &mut ws.f,
+            d,
+            false,
+        );
+        let bias_out = &net.theta[out.b..out.b + d];
         let inv_n = 1.0 / b.n as f64;
         let mut loss = 0.0f64;
-        let mut df = vec![0.0f32; n * d];
+        fit(&mut ws.df, n * d);
+        let (f, df) = (&ws.f, &mut ws.df);
         // mix_learned: regress on y = B + w(A − B); dc accumulates the coefficients' gradient
         // ∂ℓ/∂c = −(2/n) Σᵢ λᵢ ⟨sᵢ − yᵢ, Aᵢ − Bᵢ⟩ wᵢ(1 − wᵢ) φᵢ (crate::sbi::LearnedWeight).
-        let c = &self.theta[out.b + d..];
+        let c = &net.theta[out.b + d..];
         let mix = learned_mix(b, c)?;
         let mut dc = [0.0f64; LearnedWeight::FEATURES];
-        with_slice(&ft, |f| {
-            for (r, i) in rows.clone().enumerate() {
-                let (cs, co, cc, lam) = (
-                    b.cond.c_skip[i],
-                    b.cond.c_out[i],
-                    b.cond.c_score[i],
-                    b.lambda[i],
-                );
-                let w = mix.map_or(0.0, |m| m.weight(i, c));
-                let (mut r2, mut dw) = (0.0f64, 0.0f64);
-                for j in 0..d {
-                    let k = i * d + j;
-                    let s0 = if cc != 0.0 { cc * b.score0_xt[k] } else { 0.0 };
-                    let s = cs * b.xt[k] + co * (f[r * d + j] + bias_out[j]) + s0;
-                    let res = s - mix.map_or(b.target[k], |m| m.target(k, w));
-                    if let Some(m) = mix {
-                        dw += res as f64 * (m.dsm[k] - m.ltsm[k]) as f64;
-                    }
-                    r2 += (res as f64) * (res as f64);
-                    df[r * d + j] = (2.0 * inv_n) as f32 * lam * co * res;
-                }
-                loss += lam as f64 * r2;
+        for (r, i) in range.clone().enumerate() {
+            let (cs, co, cc, lam) = (
+                b.cond.c_skip[i],
+                b.cond.c_out[i],
+                b.cond.c_score[i],
+                b.lambda[i],
+            );
+            let w = mix.map_or(0.0, |m| m.weight(i, c));
+            let (mut r2, mut dw) = (0.0f64, 0.0f64);
+            for j in 0..d {
+                let k = i * d + j;
+                let s0 = if cc != 0.0 { cc * b.score0_xt[k] } else { 0.0 };
+                let s = cs * b.xt[k] + co * (f[r * d + j] + bias_out[j]) + s0;
+                let res = s - mix.map_or(b.target[k], |m| m.target(k, w));
                 if let Some(m) = mix {
-                    let gw = -2.0 * inv_n * lam as f64 * dw * (w * (1.0 - w)) as f64;
-                    let phi = &m.features[i * c.len()..(i + 1) * c.len()];
-                    for (g, f) in dc.iter_mut().zip(phi) {
-                        *g += gw * *f as f64;
-                    }
+                    dw += res as f64 * (m.dsm[k] - m.ltsm[k]) as f64;
+                }
+                r2 += (res as f64) * (res as f64);
+                df[r * d + j] = (2.0 * inv_n) as f32 * lam * co * res;
+            }
+            loss += lam as f64 * r2;
+            if let Some(m) = mix {
+                let gw = -2.0 * inv_n * lam as f64 * dw * (w * (1.0 - w)) as f64;
+                let phi = &m.features[i * c.len()..(i + 1) * c.len()];
+                for (g, f) in dc.iter_mut().zip(phi) {
+                    *g += gw * *f as f64;
                 }
             }
-        })?;
-        loss *= inv_n;
-        let mut grad = Vec::new();
-        if !want_grad || !loss.is_finite() {
-            return Ok((loss, grad));
         }
-        grad = vec![0.0f32; self.theta.len()];
+        loss *= inv_n;
+        if !want_grad || !loss.is_finite() {
+            return Ok(loss);
+        }
+        fit(&mut ws.grad, net.theta.len());
+        let grad = &mut ws.grad;
         for (g, v) in grad[out.b + d..].iter_mut().zip(&dc) {
             *g = *v as f32;
         }
-        // Output layer gradients.
-        for r in 0..n {
-            for j in 0..d {
-                grad[out.b + j] += df[r * d + j];
-            }
+        // Output layer: db = Σ_rows dF, dW = dFᵀ·a, da = dF·W.
+        for j in 0..d {
+            grad[out.b + j] = ws.df.iter().skip(j).step_by(d).sum();
         }
-        let dft = Tensor::from_vec(df, (n, d), &Device::Cpu)?;
-        let gw = dft.t()?.matmul(&acts[depth])?;
-        with_slice(&gw, |g| grad[out.w..out.w + g.len()].copy_from_slice(g))?;
-        let mut da = dft.matmul(&w[depth])?;
+        gemm(
+            d,
+            out.fan_in,
+            n,
+            columns(&ws.df, d),
+            last,
+            out.fan_in,
+            &mut grad[out.w..],
+            out.fan_in,
+            false,
+        );
+        if depth == 0 {
+            return Ok(loss);
+        }
+        fit(&mut ws.da, n * out.fan_in);
+        gemm(
+            n,
+            out.fan_in,
+            d,
+            rows(&ws.df, d),
+            &net.theta[out.w..],
+            out.fan_in,
+            &mut ws.da,
+            out.fan_in,
+            false,
+        );
         for l in (0..depth).rev() {
-            let slot = self.slots[l];
-            let mut dz = vec![0.0f32; n * slot.fan_out];
+            let s = net.slots[l];
+            let input = if l == 0 { &ws.h0 } else { &ws.act[l - 1] };
+            fit(&mut ws.dz, n * s.fan_out);
             {
-                let (_, rest) = grad.split_at_mut(slot.b);
-                let db = &mut rest[..slot.fan_out];
-                with_slice(&da, |g| {
-                    kernels::silu_backward(g, &zs[l], &sigs[l], &mut dz, db)
-                })?;
+                let db = &mut grad[s.b..s.b + s.fan_out];
+                db.fill(0.0);
+                kernels::silu_backward(&ws.da, &ws.z[l], &ws.sig[l], &mut ws.dz, db);
             }
-            let dzt = Tensor::from_vec(dz, (n, slot.fan_out), &Device::Cpu)?;
-            let gw = dzt.t()?.matmul(&acts[l])?;
-            with_slice(&gw, |g| grad[slot.w..slot.w + g.len()].copy_from_slice(g))?;
+            // dW = dzᵀ·input, and (below the first layer) da = dz·W.
+            gemm(
+                s.fan_out,
+                s.fan_in,
+                n,
+                columns(&ws.dz, s.fan_out),
+                input,
+                s.fan_in,
+                &mut grad[s.w..],
+                s.fan_in,
+                false,
+            );
             if l > 0 {
-                da = dzt.matmul(&w[l])?;
+                fit(&mut ws.da, n * s.fan_in);
+                gemm(
+                    n,
+                    s.fan_in,
+                    s.fan_out,
+                    rows(&ws.dz, s.fan_out),
+                    &net.theta[s.w..],
+                    s.fan_in,
+                    &mut ws.da,
+                    s.fan_in,
+                    false,
+                );
             }
         }
-        Ok((loss, grad))
+        Ok(loss)
     }
 
-    fn halves(&self, b: &Batch, want_grad: bool) -> Result<(f64, Vec<f32>)> {
-        let w = self.weight_tensors()?;
+    /// Loss and summed gradient (into `scratch[0].grad`) of both half-batches of `b`.
+    fn halves(
+        net: Net<'_>,
+        scratch: &mut [Scratch; 2],
+        pool: Option<&rayon::ThreadPool>,
+        b: &Batch,
+        want_grad: bool,
+    ) -> Result<f64> {
         let mid = b.n / 2;
-        let (first, second) = match &self.pool {
+        let [first, second] = scratch;
+        let (l1, l2) = match pool {
             Some(pool) if mid > 0 => pool.join(
-                || self.half(&w, b, 0..mid, want_grad),
-                || self.half(&w, b, mid..b.n, want_grad),
+                || Self::half(net, first, b, 0..mid, want_grad),
+                || Self::half(net, second, b, mid..b.n, want_grad),
             ),
             _ => (
-                self.half(&w, b, 0..mid, want_grad),
-                self.half(&w, b, mid..b.n, want_grad),
+                Self::half(net, first, b, 0..mid, want_grad),
+                Self::half(net, second, b, mid..b.n, want_grad),
             ),
         };
-        let ((l1, mut g1), (l2, g2)) = (first?, second?);
-        if !g2.is_empty() {
-            if g1.is_empty() {
-                g1 = g2;
-            } else {
-                for (a, b) in g1.iter_mut().zip(&g2) {
-                    *a += b;
-                }
+        let (l1, l2) = (l1?, l2?);
+        let loss = l1 + l2;
+        if want_grad && loss.is_finite() {
+            for (a, b) in first.grad.iter_mut().zip(&second.grad) {
+                *a += b;
             }
         }
-        Ok((l1 + l2, g1))
+        Ok(loss)
     }
 
     /// The loss on a batch without updating.
@@ -294,7 +404,15 @@ impl CpuEngine {
     /// # Errors
     /// Tensor errors.
     pub fn loss(&self, b: &Batch) -> Result<f64> {
-        Ok(self.halves(b, false)?.0)
+        let mut wt = Vec::new();
+        transpose_weights(&self.slots, &self.theta, &mut wt);
+        let net = Net {
+            cfg: &self.cfg,
+            slots: &self.slots,
+            theta: &self.theta,
+            wt: &wt,
+        };
+        Self::halves(net, &mut Default::default(), self.pool.as_ref(), b, false)
     }
 
     /// One Adam step (`step ≥ 1`); returns the loss before the update.
@@ -302,7 +420,15 @@ impl CpuEngine {
     /// # Errors
     /// [`Error::NonFiniteLoss`] (nothing updated), tensor errors.
     pub fn step(&mut self, b: &Batch, adam: &AdamConfig, step: u64) -> Result<f64> {
-        let (loss, grad) = self.halves(b, true)?;
+        transpose_weights(&self.slots, &self.theta, &mut self.wt);
+        let net = Net {
+            cfg: &self.cfg,
+            slots: &self.slots,
+            theta: &self.theta,
+            wt: &self.wt,
+        };
+        let loss = Self::halves(net, &mut self.scratch, self.pool.as_ref(), b, true)?;
+        let grad = &self.scratch[0].grad;
         if !loss.is_finite() {
             return Err(Error::NonFiniteLoss { step, value: loss });
         }

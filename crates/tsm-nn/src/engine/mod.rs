@@ -3,13 +3,13 @@
 //! - [`CandleEngine`]: the network as candle-nn `Linear`s, the loss as tensor ops, gradients by
 //!   candle's `backward()`, Adam as tensor ops. Runs on any device (CPU, CUDA, Metal).
 //! - [`CpuEngine`]: the same maths with a hand-written backward on CPU `f32` buffers: candle's
-//!   matmul for the products, fused bias + SiLU kernels with a vectorised `exp` (the crate's
-//!   private `kernels.rs`), no autograd graph, the first layer's unused input gradient
-//!   skipped, and one fused Adam + EMA loop over a flat parameter buffer. The batch is split into two
-//!   halves whose gradients are summed in a fixed order; the halves run side by side on a
-//!   pool of the caller's `threads`, whose other threads take part in the halves' matrix
-//!   products (which split rows and columns among threads, never a sum). So results do not
-//!   depend on the thread count (tested for 1, 2 and 3 threads).
+//!   own register-blocked matrix product (AVX-512, AVX2 + FMA or portable, the same bits on
+//!   each) and fused bias + SiLU kernels with a vectorised `exp` (the crate's private
+//!   `kernels.rs`), buffers reused across steps, no autograd graph, the first layer's unused
+//!   input gradient skipped, and one fused Adam + EMA loop over a flat parameter buffer. The
+//!   batch is split into two halves whose gradients are summed in a fixed order; the halves
+//!   run side by side on a pool of the caller's `threads` (each half on one thread). So
+//!   results do not depend on the thread count (tested for 1, 2 and 3 threads).
 //!
 //! Both compute, for a [`Batch`], `ℓ = (1/n) Σᵢ λᵢ ‖sᵢ − Lᵢ‖²` with
 //! `sᵢ = c_skip xᵢ + c_out F([c_in xᵢ, emb(tᵢ)]) + c_score ∇log p_0(xᵢ)`, and the same Adam
