@@ -182,3 +182,26 @@ fn bad_input_is_a_typed_error_naming_the_value() {
         Err(Error::DimMismatch { .. })
     ));
 }
+
+/// `α` and `s²` that are not finite are refused like out-of-range ones, naming the value.
+#[test]
+fn non_finite_alpha_and_noise_variance_are_typed_errors() {
+    for alpha in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+        let err = Bridge::new(alpha, 0.1).unwrap_err();
+        assert!(
+            matches!(err, CoreError::OutOfRange { name: "alpha", value, .. }
+                if value.to_bits() == alpha.to_bits()),
+            "{err}"
+        );
+        assert!(err.to_string().contains(&format!("{alpha}")), "{err}");
+    }
+    for s2 in [f64::NAN, f64::INFINITY, -1e-300] {
+        let err = Bridge::new(0.5, s2).unwrap_err();
+        assert!(
+            matches!(err, CoreError::OutOfRange { name: "noise_var", value, .. }
+                if value.to_bits() == s2.to_bits()),
+            "{err}"
+        );
+        assert!(err.to_string().contains("noise_var"), "{err}");
+    }
+}

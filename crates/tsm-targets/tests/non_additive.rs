@@ -205,3 +205,29 @@ fn bad_input_is_a_typed_error() {
             .is_err()
     );
 }
+
+/// Non-positive or non-finite noise scales are typed errors that name the parameter and
+/// print the value (issue #16's acceptance: "a non-positive variance → a typed error naming
+/// the value").
+#[test]
+fn non_positive_noise_scales_name_the_parameter_and_the_value() {
+    use tsm_core::Error as CoreError;
+    for bad in [0.0, -0.25, f64::NAN, f64::INFINITY] {
+        let cases = [
+            ("sigma", LogNormal::new(2, bad).unwrap_err()),
+            ("noise_sd", Warped::new(2, 0.5, bad).unwrap_err()),
+            ("sigma", Additive::new(2, 0.9, bad).unwrap_err()),
+        ];
+        for (name, err) in cases {
+            assert!(
+                matches!(&err, CoreError::NonPositive { name: n, value } if *n == name
+                    && (value.to_bits() == bad.to_bits())),
+                "{name} = {bad}: {err:?}"
+            );
+            assert!(
+                err.to_string().contains(name) && err.to_string().contains(&format!("{bad}")),
+                "{err}"
+            );
+        }
+    }
+}
