@@ -8,6 +8,7 @@ pub mod bench;
 pub mod cli;
 pub mod estimator_variance;
 pub mod loss_distribution;
+pub mod ltsm;
 pub mod output;
 pub mod plot;
 pub mod training;
