@@ -32,8 +32,9 @@ use tsm_core::target::Sample;
 use tsm_core::weighting::Weighting;
 use tsm_experiments::cli::{choice, count, flag_error, float, num, usage_error};
 use tsm_experiments::init_tracing;
-use tsm_experiments::output::RunTimer;
+use tsm_experiments::output::{OutputDir, RunTimer};
 use tsm_experiments::plot::{plot_err, save_svg_png, Figure, FONT, PALETTE};
+use tsm_experiments::plot::{Panel, PanelGrid, Series, Style};
 use tsm_experiments::training::{prepare_run_dir, refuse_existing_run, run_logged, tune_cpu};
 use tsm_nn::candle::Device;
 use tsm_nn::checkpoint;
@@ -44,6 +45,7 @@ use tsm_nn::optim::AdamConfig;
 use tsm_nn::sbi::{sbi_config, SbiLoss, SbiTrainer, SimulationBatches, SimulationSet, MAX_BUDGET};
 use tsm_nn::score::ModelConditionalScore;
 use tsm_nn::{MlpConfig, ModelConfig, TrainConfig, TrainerOptions};
+use tsm_targets::sbi::calibration;
 use tsm_targets::sbi::{GridPosterior, Posterior, SbiTask, Task, TaskVisitor};
 
 /// Simulation-based inference with latent target score matching: simulate, train a
@@ -65,6 +67,8 @@ enum Command {
     Sample(SampleArgs),
     /// Draw from the task's exact reference posterior at observations
     Reference(ReferenceArgs),
+    /// Simulation-based calibration of a trained model or of the reference posterior
+    Calibrate(CalibrateArgs),
 }
 
 #[derive(Debug, ClapArgs)]
@@ -217,6 +221,62 @@ struct ReferenceArgs {
     dry_run: bool,
 }
 
+#[derive(Debug, ClapArgs)]
+struct CalibrateArgs {
+    /// Checkpoint folder of the model to calibrate (written by `sbi train --out DIR`)
+    #[arg(
+        long,
+        value_name = "DIR",
+        required_unless_present = "reference",
+        conflicts_with = "reference"
+    )]
+    checkpoint: Option<PathBuf>,
+    /// Calibrate the task's exact reference posterior instead of a model (needs --task)
+    #[arg(long, requires = "task")]
+    reference: bool,
+    /// With --reference: multiply the draws' distance from the posterior mean by F (F < 1
+    /// over-narrow, F > 1 over-wide): a deliberately wrong posterior, to see that the check
+    /// rejects one (0.01 to 100)
+    #[arg(long, value_name = "F", default_value_t = 1.0, requires = "reference",
+          value_parser = float().at_least(0.01).at_most(100.0))]
+    reference_scale: f64,
+    /// Task: linear_gaussian, galton_board, sir (with --checkpoint: checked against it)
+    #[arg(long, value_parser = choice::<SbiTask>())]
+    task: Option<SbiTask>,
+    /// Prior-predictive pairs (θ*, x), 5 to 10⁵
+    #[arg(long, default_value_t = 200, value_parser = count::<usize>(5..=100_000))]
+    pairs: usize,
+    /// Posterior draws L per pair (ranks run over 0…L), 1 to 10⁵
+    #[arg(long, default_value_t = 99, value_parser = count::<usize>(1..=100_000))]
+    draws: usize,
+    /// Bins of the rank histogram, 1 to 1000 (at most L + 1)
+    #[arg(long, default_value_t = 10, value_parser = count::<usize>(1..=1000))]
+    bins: usize,
+    /// Significance level of the uniformity test: calibrated when every coordinate's
+    /// Kolmogorov–Smirnov p-value is at least alpha/d (Bonferroni over the d coordinates)
+    #[arg(long, default_value_t = 1e-3, value_parser = float().above(0.0).below(1.0))]
+    alpha: f64,
+    /// Sampler of the model's posterior: em, heun, pc (pc=R,K), ddim (ddim=ETA)
+    #[arg(long, value_parser = choice::<Sampler>(), default_value = "em")]
+    sampler: Sampler,
+    /// Sampler steps, 1 to 10⁵
+    #[arg(long, default_value_t = 200, value_parser = count::<usize>(1..=100_000))]
+    steps: usize,
+    /// Use the model's raw weights instead of their EMA
+    #[arg(long)]
+    no_ema: bool,
+    /// Seed of the pairs, the posterior draws and the ranks' tie-breaking
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output folder: calibrate.csv (ranks), calibrate.svg/.png (rank histograms),
+    /// calibrate.json (the test per coordinate)
+    #[arg(long, value_name = "DIR", default_value = "results/sbi_calibrate")]
+    out: PathBuf,
+    /// Check the flags (and the checkpoint), print what would run, and exit
+    #[arg(long)]
+    dry_run: bool,
+}
+
 /// Library configuration fields and the flags that set them.
 const FLAGS: &[(&str, &str)] = &[
     ("batch", "--batch"),
@@ -248,6 +308,7 @@ fn main() -> std::process::ExitCode {
         Command::Train(args) => train(&args, sub.unwrap_or(&matches)),
         Command::Sample(args) => sample(&args),
         Command::Reference(args) => reference(&args),
+        Command::Calibrate(args) => calibrate(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -956,6 +1017,322 @@ fn reference(args: &ReferenceArgs) -> Result<()> {
     write_atomic(&json, &bytes).with_context(|| format!("--out {}", json.display()))?;
     println!("wrote {}", json.display());
     Ok(())
+}
+
+/// One row of `calibrate.csv`.
+#[derive(Debug, Serialize)]
+struct RankRow {
+    pair: usize,
+    coordinate: usize,
+    theta_star: f64,
+    rank: usize,
+    normalised_rank: f64,
+}
+
+/// A prior-predictive pair left out of the calibration, and why.
+#[derive(Debug, Serialize)]
+struct SkippedPair {
+    pair: usize,
+    reason: String,
+}
+
+/// The uniformity test of one coordinate's ranks.
+#[derive(Debug, Serialize)]
+struct CoordinateTest {
+    coordinate: usize,
+    ks_statistic: f64,
+    p_value: f64,
+    histogram: Vec<usize>,
+}
+
+#[derive(Debug, Serialize)]
+struct CalibrateParams {
+    task: String,
+    posterior: String,
+    reference_scale: Option<f64>,
+    /// Pairs asked for; `skipped` of them had no reference posterior and are left out.
+    pairs: usize,
+    skipped: Vec<SkippedPair>,
+    draws: usize,
+    bins: usize,
+    alpha: f64,
+    sampler: Option<String>,
+    steps: Option<usize>,
+    coordinates: Vec<CoordinateTest>,
+    calibrated: bool,
+}
+
+fn calibrate(args: &CalibrateArgs) -> Result<()> {
+    let timer = RunTimer::start();
+    if args.bins > args.draws + 1 {
+        usage_error::<Cli>(format!(
+            "invalid value '{}' for '--bins': at most --draws + 1 = {}",
+            args.bins,
+            args.draws + 1
+        ));
+    }
+    let total = args.pairs as u128 * args.draws as u128;
+    if total > MAX_WORK / 1000 {
+        usage_error::<Cli>(format!(
+            "--pairs {} × --draws {} is {total:.1e} posterior draws, more than {:.0e}",
+            args.pairs,
+            args.draws,
+            MAX_WORK / 1000
+        ));
+    }
+    // The model (or None for the reference posterior), and the task.
+    let loaded = match &args.checkpoint {
+        Some(dir) => {
+            let (record, state) = checkpoint::load(dir).context("--checkpoint")?;
+            let Some(sim) = record.config.simulation else {
+                bail!(
+                    "--checkpoint {}: not a simulation-based run (its target is {})",
+                    dir.display(),
+                    record.config.target
+                );
+            };
+            if let Some(wanted) = args.task.filter(|t| *t != sim.task) {
+                bail!(
+                    "--checkpoint {}: trained on the task {}, not {wanted}",
+                    dir.display(),
+                    sim.task
+                );
+            }
+            let work = total * args.steps as u128;
+            if work > MAX_WORK {
+                usage_error::<Cli>(format!(
+                    "--pairs × --draws × --steps is {work:.1e} point-steps, more than \
+                     {MAX_WORK:.0e}; lower one of them"
+                ));
+            }
+            Some((record, state, sim.task))
+        }
+        None => None,
+    };
+    let task = match (&loaded, args.task) {
+        (Some((_, _, task)), _) => *task,
+        (None, Some(task)) => task,
+        (None, None) => bail!("--reference needs --task"),
+    };
+    let (d, k) = (task.dim(), task.observation_dim());
+    let posterior_name = match &args.checkpoint {
+        Some(dir) => format!("model in {}", dir.display()),
+        None if args.reference_scale != 1.0 => {
+            format!("reference (spread × {})", num(args.reference_scale))
+        }
+        None => "reference".to_owned(),
+    };
+    if args.dry_run {
+        println!(
+            "dry run: would calibrate the {posterior_name} posterior of {task} on {} \
+             prior-predictive pairs with {} draws each into {}",
+            args.pairs,
+            args.draws,
+            args.out.display()
+        );
+        return Ok(());
+    }
+    let out = OutputDir::create(&args.out)?;
+    let pairs = simulate_set(task, args.pairs, args.seed)?;
+    let (theta_star, x) = (pairs.theta(), pairs.observations());
+    let l = args.draws;
+    // Posterior draws, [pairs · L, d]: pair i's are rows i L … (i + 1) L − 1.
+    // Pairs whose reference posterior is refused (a grid that would cut off mass) are
+    // skipped: the choice depends on x alone, and θ* | x is the posterior whatever set of x
+    // is kept, so the ranks of the kept pairs are still uniform.
+    let mut kept: Vec<usize> = (0..args.pairs).collect();
+    let mut skipped = Vec::new();
+    let draws = match &loaded {
+        None => {
+            let rows: Vec<Vec<f64>> = x.chunks_exact(k).map(<[f64]>::to_vec).collect();
+            let mut draws = Vec::with_capacity(args.pairs * l * d);
+            kept.clear();
+            for (i, p) in reference_posteriors(task, &rows).into_iter().enumerate() {
+                let posterior = match p {
+                    Ok((posterior, _)) => posterior,
+                    Err(e) => {
+                        eprintln!(
+                            "warning: pair {} skipped: its reference posterior: {e}",
+                            i + 1
+                        );
+                        skipped.push(SkippedPair {
+                            pair: i + 1,
+                            reason: e.to_string(),
+                        });
+                        continue;
+                    }
+                };
+                kept.push(i);
+                let mut block =
+                    posterior.sample_n(&mut tsm_core::rng::stream(args.seed, i as u64), l);
+                if args.reference_scale != 1.0 {
+                    let mean = posterior.mean();
+                    for row in block.chunks_exact_mut(d) {
+                        for (v, m) in row.iter_mut().zip(&mean) {
+                            *v = m + args.reference_scale * (*v - m);
+                        }
+                    }
+                }
+                draws.extend(block);
+            }
+            draws
+        }
+        Some((record, state, _)) => {
+            let cfg = &record.config;
+            let weights = if args.no_ema {
+                state.params()
+            } else {
+                state.ema()
+            };
+            let model = tsm_nn::train::model_from_named(&cfg.model, weights, &Device::Cpu)?;
+            let conditions: Vec<f64> = x
+                .chunks_exact(k)
+                .flat_map(|row| std::iter::repeat_n(row, l).flatten().copied())
+                .collect();
+            let score = ModelConditionalScore::new(&model, &Device::Cpu)?;
+            let mut posterior = Conditioned::per_point(score, conditions)?;
+            let sampler = SamplerConfig {
+                sampler: args.sampler,
+                steps: args.steps,
+                data_variance: cfg.loss.sigma_data_sq,
+                ..SamplerConfig::default()
+            };
+            let mut rng = tsm_core::rng::stream(args.seed, 0);
+            sampler.sample(&mut posterior, model.schedule(), args.pairs * l, &mut rng)?
+        }
+    };
+    // Ranks of θ*_j among the draws, randomised ranks, and a KS test per coordinate.
+    let mut jitter = tsm_core::rng::stream(args.seed, u64::MAX);
+    let mut rows = Vec::with_capacity(kept.len() * d);
+    let mut ranks = vec![Vec::with_capacity(kept.len()); d];
+    let mut uniforms = vec![Vec::with_capacity(kept.len()); d];
+    if kept.len() < 5 {
+        bail!(
+            "only {} of {} pairs have a reference posterior (the uniformity test needs 5)",
+            kept.len(),
+            args.pairs
+        );
+    }
+    for (slot, &i) in kept.iter().enumerate() {
+        let block = &draws[slot * l * d..(slot + 1) * l * d];
+        for j in 0..d {
+            let star = theta_star[i * d + j];
+            let r = calibration::rank(star, block.iter().skip(j).step_by(d).copied());
+            let u = calibration::normalised_rank(r, l, &mut jitter);
+            ranks[j].push(r);
+            uniforms[j].push(u);
+            rows.push(RankRow {
+                pair: i + 1,
+                coordinate: j + 1,
+                theta_star: star,
+                rank: r,
+                normalised_rank: u,
+            });
+        }
+    }
+    let mut coordinates = Vec::with_capacity(d);
+    for j in 0..d {
+        let test = calibration::ks_uniform(&uniforms[j])?;
+        coordinates.push(CoordinateTest {
+            coordinate: j + 1,
+            ks_statistic: test.statistic,
+            p_value: test.p_value,
+            histogram: calibration::rank_histogram(&ranks[j], l, args.bins),
+        });
+    }
+    let level = args.alpha / d as f64;
+    let calibrated = coordinates.iter().all(|c| c.p_value >= level);
+    out.write_csv("calibrate.csv", &rows)?;
+    let plot = rank_plot(task, &posterior_name, &coordinates, kept.len(), args.bins);
+    let cols = d.min(4);
+    let [svg, png] = save_svg_png(
+        out.path(),
+        "calibrate",
+        (300 * cols as u32 + 40, 300 * d.div_ceil(cols) as u32 + 50),
+        &plot,
+    )?;
+    for c in &coordinates {
+        println!(
+            "θ{}: KS D = {:.4}, p = {:.3e}",
+            c.coordinate, c.ks_statistic, c.p_value
+        );
+    }
+    println!(
+        "{}: the {posterior_name} posterior of {task} is {} at level {} (needs every p ≥ {:.1e})",
+        if calibrated { "PASS" } else { "FAIL" },
+        if calibrated {
+            "calibrated"
+        } else {
+            "not calibrated"
+        },
+        args.alpha,
+        level
+    );
+    let record = timer.record(
+        "sbi_calibrate",
+        args.seed,
+        false,
+        CalibrateParams {
+            task: task.to_string(),
+            posterior: posterior_name,
+            reference_scale: args.reference.then_some(args.reference_scale),
+            pairs: args.pairs,
+            skipped,
+            draws: l,
+            bins: args.bins,
+            alpha: args.alpha,
+            sampler: loaded.as_ref().map(|_| args.sampler.to_string()),
+            steps: loaded.as_ref().map(|_| args.steps),
+            coordinates,
+            calibrated,
+        },
+        &["calibrate.csv", &svg, &png],
+    );
+    out.write_json("calibrate.json", &record)?;
+    println!("wrote {}", out.path().display());
+    Ok(())
+}
+
+/// Rank histograms, one panel per coordinate, with the uniform expectation and its 99%
+/// binomial band (`pairs/bins ± 2.576 √(pairs p (1 − p))`, `p = 1/bins`).
+fn rank_plot(
+    task: SbiTask,
+    posterior: &str,
+    coordinates: &[CoordinateTest],
+    pairs: usize,
+    bins: usize,
+) -> PanelGrid {
+    let p = 1.0 / bins as f64;
+    let expected = pairs as f64 * p;
+    let half = 2.576 * (pairs as f64 * p * (1.0 - p)).sqrt();
+    let flat = |y: f64| vec![(0.0, y), (bins as f64, y)];
+    let panels = coordinates
+        .iter()
+        .map(|c| {
+            let steps: Vec<(f64, f64)> = c
+                .histogram
+                .iter()
+                .enumerate()
+                .flat_map(|(b, &h)| [(b as f64, h as f64), (b as f64 + 1.0, h as f64)])
+                .collect();
+            Panel::new(
+                format!("θ{} (KS p = {:.2e})", c.coordinate, c.p_value),
+                "rank bin",
+                "pairs",
+            )
+            .with(Series::line("ranks", 0, steps))
+            .with(Series::line("uniform", 1, flat(expected)).styled(Style::Dashed))
+            .with(
+                Series::line("99% band", 2, flat((expected - half).max(0.0))).styled(Style::Dashed),
+            )
+            .with(Series::line("", 2, flat(expected + half)).styled(Style::Dashed))
+        })
+        .collect();
+    PanelGrid {
+        title: format!("{task}: SBC rank histograms, {posterior} posterior, {pairs} pairs"),
+        cols: coordinates.len().min(4),
+        panels,
+    }
 }
 
 /// Draws `[n, d]` as CSV with header `theta1,…,theta_d`.
