@@ -75,7 +75,7 @@ const TASKS: &[(&str, &str, &str)] = &[
     (
         "sbi",
         "sbi",
-        "Simulation-based inference: sbi simulate | train | sample (see `cargo xtask sbi --help`)",
+        "Simulation-based inference: sbi simulate | train | sample | reference | calibrate (see `cargo xtask sbi --help`)",
     ),
 ];
 
