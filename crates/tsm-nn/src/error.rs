@@ -147,3 +147,11 @@ impl From<Error> for tsm_core::Error {
         }
     }
 }
+
+/// A Lie-group error (`tsm_core::lie::LieError`) as this crate's, through
+/// [`tsm_core::Error::Lie`], so that `?` carries it in the group training code ([`crate::lie`]).
+impl From<tsm_core::lie::LieError> for Error {
+    fn from(e: tsm_core::lie::LieError) -> Self {
+        Error::Core(e.into())
+    }
+}

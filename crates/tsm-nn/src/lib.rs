@@ -18,6 +18,8 @@
 //!   SSM (Pang et al. 2020);
 //! - [`sbi`]: conditional score models for simulation-based inference, trained on a fixed
 //!   set of gray-box simulations with the DSM, LTSM or MIX loss (Ko & Geffner 2024);
+//! - [`lie`]: score networks on the torus and `SO(3)` (tangent outputs, geometric inputs),
+//!   trained by DSM, TSM or a mixture with the same trainer, sampled by the geodesic random walk;
 //! - [`bridge`], [`non_additive`]: score networks on bridges (Prop. 3.4, loss eq. 15, `α` as
 //!   the time input) and under non-additive noise (Prop. 3.1), DSM or TSM, same trainer;
 //! - [`mmd`]: the unbiased RBF-kernel MMD² and a permutation two-sample test on it;
@@ -31,8 +33,8 @@
 #![deny(missing_docs)]
 #![warn(clippy::unwrap_used)]
 
-pub mod c2st;
 pub mod bridge;
+pub mod c2st;
 pub mod check;
 pub mod checkpoint;
 pub mod config;
@@ -43,6 +45,7 @@ mod error;
 pub mod implicit;
 pub mod io;
 mod kernels;
+pub mod lie;
 pub mod loss;
 pub mod mmd;
 pub mod network;
