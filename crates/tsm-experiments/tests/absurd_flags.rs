@@ -57,6 +57,25 @@ const SUBCOMMANDS: &[(&str, &str, &[&str])] = &[
             "--observation={root}/observation.csv",
         ],
     ),
+    (
+        "sbi reference",
+        env!("CARGO_BIN_EXE_sbi"),
+        &[
+            "reference",
+            "--task=linear_gaussian",
+            "--observation={root}/observation.csv",
+        ],
+    ),
+    (
+        "sbi calibrate --reference",
+        env!("CARGO_BIN_EXE_sbi"),
+        &["calibrate", "--reference", "--task=linear_gaussian"],
+    ),
+    (
+        "sbi calibrate --checkpoint",
+        env!("CARGO_BIN_EXE_sbi"),
+        &["calibrate", "--checkpoint={root}/sbi_checkpoint"],
+    ),
 ];
 
 /// Binaries without `--dry-run` whose every accepted run stops at a missing input file
