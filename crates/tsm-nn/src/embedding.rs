@@ -23,9 +23,16 @@ pub fn frequencies(half: usize) -> Vec<f64> {
         .collect()
 }
 
-/// Writes the embedding of every `t` into `out` (`out.len() == t.len() · 2 · freqs.len()`),
-/// row `i` = `[sin(scale tᵢ ω), cos(scale tᵢ ω)]`.
-pub fn embed_into(t: &[f64], freqs: &[f64], scale: f64, out: &mut [f32]) {
+tsm_core::multiversion! {
+    /// Writes the embedding of every `t` into `out` (`out.len() == t.len() · 2 · freqs.len()`),
+    /// row `i` = `[sin(scale tᵢ ω), cos(scale tᵢ ω)]`.
+    ///
+    /// Vectorised (AVX2 where the CPU has it; the same bits on every path).
+    pub fn embed_into(t: &[f64], freqs: &[f64], scale: f64, out: &mut [f32]) => embed_kernel
+}
+
+#[inline(always)]
+fn embed_kernel(t: &[f64], freqs: &[f64], scale: f64, out: &mut [f32]) {
     let half = freqs.len();
     debug_assert_eq!(out.len(), t.len() * 2 * half);
     for (&ti, row) in t.iter().zip(out.chunks_exact_mut(2 * half)) {
@@ -92,6 +99,29 @@ pub fn sin_cos(x: f64) -> (f64, f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_vector_path_gives_the_same_bits() {
+        use tsm_core::fastmath::{available_levels, with_cap};
+        let t: Vec<f64> = (0..37).map(|i| i as f64 / 36.0).collect();
+        let freqs = frequencies(64);
+        let run = |level| {
+            with_cap(Some(level), || {
+                let mut out = vec![0.0f32; t.len() * 128];
+                embed_into(&t, &freqs, 1000.0, &mut out);
+                out.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+            })
+        };
+        let levels = available_levels();
+        let first = run(levels[0]);
+        for &level in &levels[1..] {
+            assert!(
+                run(level) == first,
+                "{level:?} differs from {:?}",
+                levels[0]
+            );
+        }
+    }
 
     #[test]
     fn sin_cos_matches_std_over_the_embedding_range() {

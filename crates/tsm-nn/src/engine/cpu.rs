@@ -49,7 +49,7 @@ pub struct CpuEngine {
     /// the forward products; refreshed from `theta` once per step and shared by both halves.
     wt: Vec<f32>,
     /// Buffers of the two half-batches, kept across steps so that a step allocates nothing.
-    scratch: [Scratch; 2],
+    scratch: Box<[Scratch; 2]>,
     pool: Option<rayon::ThreadPool>,
 }
 
@@ -89,15 +89,21 @@ fn flatten(named: &[(String, Tensor)]) -> Result<Vec<f32>> {
     Ok(out)
 }
 
-/// Writes `Wᵀ` of every layer of `theta` into `wt` (same offsets).
+/// Writes `Wᵀ` of every layer of `theta` into `wt` (same offsets), in 16 × 16 blocks so that
+/// both the reads and the writes stay within a few cache lines.
 fn transpose_weights(slots: &[LayerSlot], theta: &[f32], wt: &mut Vec<f32>) {
+    const B: usize = 16;
     wt.resize(theta.len(), 0.0);
     for s in slots {
         let w = &theta[s.w..s.w + s.fan_in * s.fan_out];
         let t = &mut wt[s.w..s.w + s.fan_in * s.fan_out];
-        for (o, row) in w.chunks_exact(s.fan_in).enumerate() {
-            for (k, &x) in row.iter().enumerate() {
-                t[k * s.fan_out + o] = x;
+        for o0 in (0..s.fan_out).step_by(B) {
+            for k0 in (0..s.fan_in).step_by(B) {
+                for o in o0..(o0 + B).min(s.fan_out) {
+                    for k in k0..(k0 + B).min(s.fan_in) {
+                        t[k * s.fan_out + o] = w[o * s.fan_in + k];
+                    }
+                }
             }
         }
     }
