@@ -10,6 +10,9 @@
 //! - `candle autograd`: candle-nn `Linear` + `silu`, `backward()`, tensor Adam;
 //! - `batch sampling only`: drawing `(t, x_0, ε)`, targets, weights and the time embedding;
 //!
+//! - with `--vs-pytorch [PYTHON]`, `pytorch, 2 threads`: tools/train_torch.py right after the
+//!   CPU engine in every round, and the ratio of the two per round and its median;
+//!
 //! then the reverse-SDE sampler's throughput (network score evaluations × points per second)
 //! and the time of one unbiased MMD² on 10⁴ × 10⁴ points in 2-D.
 
@@ -46,9 +49,58 @@ struct Args {
     /// Skip the candle autograd variant
     #[arg(long)]
     no_autograd: bool,
+    /// Also time the PyTorch reference step (tools/train_torch.py: the same network, batch,
+    /// loss and Adam, 2 threads) with this Python, interleaved with the CPU engine round by
+    /// round, and print the ratio (default interpreter: python3; it needs `torch`)
+    #[arg(long, value_name = "PYTHON", num_args = 0..=1, default_missing_value = "python3")]
+    vs_pytorch: Option<String>,
     /// Check the flags, print what would run, and exit
     #[arg(long)]
     dry_run: bool,
+}
+
+/// The PyTorch reference step, next to this crate in the repository.
+const TORCH_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tools/train_torch.py");
+
+/// Checks that `python` imports torch and that the reference script is there.
+fn check_pytorch(python: &str) -> std::result::Result<(), String> {
+    if !std::path::Path::new(TORCH_SCRIPT).is_file() {
+        return Err(format!("the reference script {TORCH_SCRIPT} is missing"));
+    }
+    let out = std::process::Command::new(python)
+        .args(["-c", "import torch"])
+        .output()
+        .map_err(|e| format!("cannot run {python}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{python} cannot import torch (install it into a virtual environment, e.g. \
+             `python3 -m venv /tmp/torch && /tmp/torch/bin/pip install torch numpy`, then pass \
+             --vs-pytorch /tmp/torch/bin/python)"
+        ))
+    }
+}
+
+/// Steps/s of the PyTorch reference step, 2 threads (its own 100 warm-up steps untimed).
+fn pytorch_steps_per_s(python: &str, batch: usize, steps: u64) -> Result<f64> {
+    let out = std::process::Command::new(python)
+        .arg(TORCH_SCRIPT)
+        .args(["--threads", "2", "--steps", &steps.to_string()])
+        .args(["--batch", &batch.to_string()])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        anyhow::bail!(
+            "the PyTorch reference failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    // "torch 2.x threads=2 batch=512: 640.1 steps/s (loss 1.358)"
+    text.split_whitespace()
+        .zip(text.split_whitespace().skip(1))
+        .find_map(|(v, unit)| (unit == "steps/s").then(|| v.parse::<f64>().ok()).flatten())
+        .ok_or_else(|| anyhow::anyhow!("no steps/s in the PyTorch output: {text}"))
 }
 
 /// The most `rounds × steps` (the default is 3000).
@@ -135,6 +187,11 @@ fn main() -> Result<()> {
             &[("batch", "--batch"), ("memory", "--batch")],
         ));
     }
+    if let Some(python) = &args.vs_pytorch {
+        if let Err(e) = check_pytorch(python) {
+            usage_error::<Args>(format!("--vs-pytorch: {e}"));
+        }
+    }
     if args.dry_run {
         println!(
             "dry run: would time {} rounds of {} steps at batch {}",
@@ -155,11 +212,19 @@ fn main() -> Result<()> {
         ("candle autograd", vec![]),
         ("batch sampling only", vec![]),
         ("forward + loss only", vec![]),
+        ("pytorch, 2 threads", vec![]),
     ];
+    let mut ratios = Vec::new();
     for round in 0..args.rounds {
         results[0]
             .1
             .push(steps_per_s(EngineKind::Cpu, 2, args.batch, args.steps)?);
+        // A B A B …: PyTorch right after the engine, so that drift hits both alike.
+        if let Some(python) = &args.vs_pytorch {
+            let torch = pytorch_steps_per_s(python, args.batch, args.steps)?;
+            results[5].1.push(torch);
+            ratios.push(results[0].1[round] / torch);
+        }
         results[1]
             .1
             .push(steps_per_s(EngineKind::Cpu, 1, args.batch, args.steps)?);
@@ -194,6 +259,22 @@ fn main() -> Result<()> {
             s[s.len() / 2],
             s[0],
             s[s.len() - 1]
+        );
+    }
+
+    if !ratios.is_empty() {
+        let mut s = ratios.clone();
+        s.sort_by(f64::total_cmp);
+        println!(
+            "cpu engine (2 threads) / pytorch (2 threads), same rounds: median {:.2}× (min {:.2}, max {:.2}; per round {})",
+            s[s.len() / 2],
+            s[0],
+            s[s.len() - 1],
+            ratios
+                .iter()
+                .map(|r| format!("{r:.2}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
 
