@@ -53,6 +53,11 @@ const TASKS: &[(&str, &str, &str)] = &[
         "Estimator variance against t in d dimensions (App. C)",
     ),
     (
+        "reproduce-lie",
+        "lie_figure",
+        "Lie groups: estimator variance against t, DSM/TSM/mix training on the torus and SO(3)",
+    ),
+    (
         "reproduce-bridge",
         "fig_bridge",
         "Bridges and non-additive noise: identity variance against α, TSM vs DSM training",
@@ -88,6 +93,7 @@ const ALL_FIGURES: &[&str] = &[
     "reproduce-fig5",
     "reproduce-dim",
     "reproduce-bridge",
+    "reproduce-lie",
     "reproduce-ltsm-fig5",
 ];
 
