@@ -43,6 +43,11 @@ const TASKS: &[(&str, &str, &str)] = &[
         "DSM, TSM, κ̄, ISM and SSM on a 2-D and a 16-D mixture: MMD, score error, NLL, time",
     ),
     (
+        "reproduce-ltsm-fig2",
+        "ltsm_fig2",
+        "Latent TSM Fig. 2: MMD² and C2ST to the reference posterior vs the simulator budget",
+    ),
+    (
         "reproduce-ltsm-fig5",
         "ltsm_fig5",
         "Latent TSM Fig. 5: the learned DSM weight w(t) over w_t*, per SBI task",
