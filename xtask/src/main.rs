@@ -48,6 +48,11 @@ const TASKS: &[(&str, &str, &str)] = &[
         "Latent TSM Fig. 2: MMD² and C2ST to the reference posterior vs the simulator budget",
     ),
     (
+        "reproduce-ltsm-fig4",
+        "ltsm_fig4_weight",
+        "Latent TSM Fig. 4: the variance-optimal DSM weight w_t* against t, Monte Carlo and closed form",
+    ),
+    (
         "reproduce-ltsm-fig5",
         "ltsm_fig5",
         "Latent TSM Fig. 5: the learned DSM weight w(t) over w_t*, per SBI task",
@@ -99,6 +104,7 @@ const ALL_FIGURES: &[&str] = &[
     "reproduce-dim",
     "reproduce-bridge",
     "reproduce-lie",
+    "reproduce-ltsm-fig4",
     "reproduce-ltsm-fig5",
 ];
 
