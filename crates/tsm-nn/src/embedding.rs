@@ -23,11 +23,11 @@ pub fn frequencies(half: usize) -> Vec<f64> {
         .collect()
 }
 
-tsm_core::multiversion! {
+crate::kernels::vector_dispatch! {
     /// Writes the embedding of every `t` into `out` (`out.len() == t.len() · 2 · freqs.len()`),
     /// row `i` = `[sin(scale tᵢ ω), cos(scale tᵢ ω)]`.
     ///
-    /// Vectorised (AVX2 where the CPU has it; the same bits on every path).
+    /// Vectorised (AVX-512 or AVX2 where the CPU has it; the same bits on every path).
     pub fn embed_into(t: &[f64], freqs: &[f64], scale: f64, out: &mut [f32]) => embed_kernel
 }
 

@@ -8,10 +8,12 @@
 //!
 //! `SiLU(z) = z σ(z)`, `σ(z) = 1/(1 + e^{−z})`, `SiLU'(z) = σ(z)(1 + z(1 − σ(z)))`.
 //!
-//! Users do not set `RUSTFLAGS`, so each kernel is compiled twice by tsm-core's
-//! `multiversion!` (AVX2 enabled, and the baseline target) and the AVX2 copy is chosen at run
-//! time. Both copies run the same IEEE operations in the same order (Rust never contracts
-//! `a * b + c` into an FMA on its own), so they give the same bits (tested).
+//! Users do not set `RUSTFLAGS`, so each elementwise kernel is compiled three times by
+//! [`vector_dispatch!`] (AVX-512 enabled, AVX2 enabled, and the baseline target) and the
+//! widest copy the CPU has is chosen at run time ([`gemm_path`], which also follows
+//! tsm-core's `fastmath` cap). All copies run the same IEEE operations in the same order
+//! (Rust never contracts `a * b + c` into an FMA on its own), so they give the same bits
+//! (tested, each forced in turn).
 //!
 //! Private to the crate: an implementation detail of [`crate::engine::CpuEngine`] and
 //! [`crate::mmd`].
@@ -87,13 +89,45 @@ fn silu_backward_body(da: &[f32], z: &[f32], sig: &[f32], dz: &mut [f32], db: &m
     }
 }
 
-tsm_core::multiversion! {
+/// Defines `$name` that runs `$kernel` (an `#[inline(always)]` function of plain Rust) compiled
+/// with AVX-512, with AVX2, or for the baseline target, whichever [`gemm_path`] allows: the
+/// same bits on every path, only wider vectors.
+macro_rules! vector_dispatch {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) => $kernel:path) => {
+        $(#[$meta])*
+        #[inline]
+        $vis fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                use $crate::kernels::{gemm_path, GemmPath};
+                #[target_feature(enable = "avx512f,avx2")]
+                unsafe fn avx512($($arg: $ty),*) {
+                    $kernel($($arg),*)
+                }
+                #[target_feature(enable = "avx2")]
+                unsafe fn avx2($($arg: $ty),*) {
+                    $kernel($($arg),*)
+                }
+                match gemm_path() {
+                    // SAFETY: `gemm_path` reports a path only where the CPU has its features.
+                    GemmPath::Avx512 => return unsafe { avx512($($arg),*) },
+                    GemmPath::Avx2Fma => return unsafe { avx2($($arg),*) },
+                    GemmPath::Portable => {}
+                }
+            }
+            $kernel($($arg),*)
+        }
+    };
+}
+pub(crate) use vector_dispatch;
+
+vector_dispatch! {
     /// Row-wise `z += bias`, then `sig = σ(z)`, `a = z σ(z)` (`z, a, sig: [n, h]`, `bias: [h]`).
     pub fn bias_silu(z: &mut [f32], bias: &[f32], a: &mut [f32], sig: &mut [f32])
         => bias_silu_checked
 }
 
-tsm_core::multiversion! {
+vector_dispatch! {
     /// `dz = da ⊙ SiLU'(z)` with `SiLU'(z) = σ(1 + z(1 − σ))`, and `db += Σ_rows dz`.
     pub fn silu_backward(da: &[f32], z: &[f32], sig: &[f32], dz: &mut [f32], db: &mut [f32])
         => silu_backward_checked
@@ -552,27 +586,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dispatched_and_portable_kernels_agree_bit_for_bit() {
-        // The AVX2 copy (chosen at run time where the CPU has it) against the portable body.
+    fn every_path_of_the_silu_kernels_gives_the_same_bits() {
+        // Each path this CPU has (AVX-512, AVX2, portable), forced in turn, against the
+        // portable body.
         let (n, h) = (37, 13);
         let wave = |k: usize, f: f32| (0..k).map(|i| (i as f32 * f).sin() * 6.0).collect();
         let z0: Vec<f32> = wave(n * h, 0.37);
         let bias: Vec<f32> = wave(h, 1.3);
-        let (mut z1, mut a1, mut s1) = (z0.clone(), vec![0.0; n * h], vec![0.0; n * h]);
-        let (mut z2, mut a2, mut s2) = (z0.clone(), vec![0.0; n * h], vec![0.0; n * h]);
-        bias_silu(&mut z1, &bias, &mut a1, &mut s1);
-        bias_silu_body(&mut z2, &bias, &mut a2, &mut s2);
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        assert_eq!(bits(&z1), bits(&z2));
-        assert_eq!(bits(&a1), bits(&a2));
-        assert_eq!(bits(&s1), bits(&s2));
         let da: Vec<f32> = wave(n * h, 0.11);
-        let (mut dz1, mut db1) = (vec![0.0; n * h], vec![0.5; h]);
-        let (mut dz2, mut db2) = (vec![0.0; n * h], vec![0.5; h]);
-        silu_backward(&da, &z1, &s1, &mut dz1, &mut db1);
-        silu_backward_body(&da, &z2, &s2, &mut dz2, &mut db2);
-        assert_eq!(bits(&dz1), bits(&dz2));
-        assert_eq!(bits(&db1), bits(&db2));
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let run =
+            |forward: &dyn Fn(&mut [f32], &[f32], &mut [f32], &mut [f32]),
+             backward: &dyn Fn(&[f32], &[f32], &[f32], &mut [f32], &mut [f32])| {
+                let (mut z, mut a, mut s) = (z0.clone(), vec![0.0; n * h], vec![0.0; n * h]);
+                forward(&mut z, &bias, &mut a, &mut s);
+                let (mut dz, mut db) = (vec![0.0; n * h], vec![0.5; h]);
+                backward(&da, &z, &s, &mut dz, &mut db);
+                [z, a, s, dz, db].map(|v| bits(&v))
+            };
+        let want = run(&bias_silu_body, &silu_backward_body);
+        for path in [GemmPath::Portable, GemmPath::Avx2Fma, GemmPath::Avx512] {
+            if path > with_gemm_cap(GemmPath::Avx512, gemm_path) {
+                continue;
+            }
+            let got = with_gemm_cap(path, || run(&bias_silu, &silu_backward));
+            assert!(got == want, "{path:?} differs from the portable body");
+        }
     }
 
     #[test]
