@@ -115,6 +115,7 @@ const BENCHES: &[(&str, &str)] = &[
     ("snis", "bench_snis"),
     ("sbi", "bench_sbi"),
     ("likelihood", "bench_likelihood"),
+    ("lie", "bench_lie"),
 ];
 
 fn main() -> ExitCode {
