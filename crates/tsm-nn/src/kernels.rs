@@ -595,15 +595,15 @@ mod tests {
         let bias: Vec<f32> = wave(h, 1.3);
         let da: Vec<f32> = wave(n * h, 0.11);
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        let run =
-            |forward: &dyn Fn(&mut [f32], &[f32], &mut [f32], &mut [f32]),
-             backward: &dyn Fn(&[f32], &[f32], &[f32], &mut [f32], &mut [f32])| {
-                let (mut z, mut a, mut s) = (z0.clone(), vec![0.0; n * h], vec![0.0; n * h]);
-                forward(&mut z, &bias, &mut a, &mut s);
-                let (mut dz, mut db) = (vec![0.0; n * h], vec![0.5; h]);
-                backward(&da, &z, &s, &mut dz, &mut db);
-                [z, a, s, dz, db].map(|v| bits(&v))
-            };
+        type Forward<'a> = &'a dyn Fn(&mut [f32], &[f32], &mut [f32], &mut [f32]);
+        type Backward<'a> = &'a dyn Fn(&[f32], &[f32], &[f32], &mut [f32], &mut [f32]);
+        let run = |forward: Forward<'_>, backward: Backward<'_>| {
+            let (mut z, mut a, mut s) = (z0.clone(), vec![0.0; n * h], vec![0.0; n * h]);
+            forward(&mut z, &bias, &mut a, &mut s);
+            let (mut dz, mut db) = (vec![0.0; n * h], vec![0.5; h]);
+            backward(&da, &z, &s, &mut dz, &mut db);
+            [z, a, s, dz, db].map(|v| bits(&v))
+        };
         let want = run(&bias_silu_body, &silu_backward_body);
         for path in [GemmPath::Portable, GemmPath::Avx2Fma, GemmPath::Avx512] {
             if path > with_gemm_cap(GemmPath::Avx512, gemm_path) {
