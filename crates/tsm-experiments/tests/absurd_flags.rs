@@ -36,6 +36,13 @@ const BINARIES: &[(&str, &str)] = &[
     ("bench_sbi", env!("CARGO_BIN_EXE_bench_sbi")),
     ("bench_likelihood", env!("CARGO_BIN_EXE_bench_likelihood")),
     ("likelihood", env!("CARGO_BIN_EXE_likelihood")),
+    ("bench_lie", env!("CARGO_BIN_EXE_bench_lie")),
+    ("compare_losses", env!("CARGO_BIN_EXE_compare_losses")),
+    ("fig_bridge", env!("CARGO_BIN_EXE_fig_bridge")),
+    ("lie_figure", env!("CARGO_BIN_EXE_lie_figure")),
+    ("ltsm_fig2", env!("CARGO_BIN_EXE_ltsm_fig2")),
+    ("ltsm_fig4_weight", env!("CARGO_BIN_EXE_ltsm_fig4_weight")),
+    ("ltsm_fig5", env!("CARGO_BIN_EXE_ltsm_fig5")),
 ];
 
 /// Binaries with subcommands: `(name, binary, arguments before the swept flag)`, the
