@@ -2,7 +2,7 @@
 //! embedding 128; batch 512, Adam, DSM on the eight-mode mixture, cosine) on the CPU, with a
 //! breakdown, plus sampler and MMD throughput.
 //!
-//! `cargo xtask bench train [-- --steps 2000 --rounds 3]`
+//! `cargo xtask bench train [-- --steps 2000 --rounds 3] [-- --implicit]`
 //!
 //! Prints, per round (interleaved so that machine noise hits every variant alike):
 //! - `cpu engine, 2 threads`: the default (hand-written backward, two half-batches in parallel);
@@ -15,6 +15,12 @@
 //!
 //! then the reverse-SDE sampler's throughput (network score evaluations × points per second)
 //! and the time of one unbiased MMD² on 10⁴ × 10⁴ points in 2-D.
+//!
+//! With `--implicit`, instead: the implicit losses against the DSM step on candle's autograd
+//! engine (the one engine that runs them), at `d = 2` (eight-mode mixture) and `d = 16` (a
+//! standard Gaussian), same network and batch: DSM, ISM with the exact trace (`d` forward-mode
+//! JVPs), ISM with one Hutchinson probe, SSM with one probe (variance-reduced), FD-SSM with one
+//! probe; steps/s per round, then the median and its ratio to DSM's.
 
 use std::time::Instant;
 
@@ -22,11 +28,13 @@ use anyhow::Result;
 use clap::Parser;
 use tsm_core::identity::ScoreIdentity;
 use tsm_core::sampler::SamplerConfig;
+use tsm_core::target::Dim;
 use tsm_core::weighting::Weighting;
 use tsm_experiments::cli::{count, flag_error, usage_error};
 use tsm_experiments::training::tune_cpu;
 use tsm_nn::candle::Device;
 use tsm_nn::engine::EngineKind;
+use tsm_nn::implicit::TrainLoss;
 use tsm_nn::loss::LossConfig;
 use tsm_nn::score::ModelScore;
 use tsm_nn::{ModelConfig, TrainConfig, Trainer, TrainerOptions};
@@ -54,9 +62,90 @@ struct Args {
     /// round, and print the ratio (default interpreter: python3; it needs `torch`)
     #[arg(long, value_name = "PYTHON", num_args = 0..=1, default_missing_value = "python3")]
     vs_pytorch: Option<String>,
+    /// Time the implicit losses (ISM exact and Hutchinson, SSM, FD-SSM) against DSM on
+    /// candle's autograd engine at d = 2 and d = 16 instead of the default variants (each
+    /// loss runs --steps/4 timed steps per round)
+    #[arg(long, conflicts_with = "vs_pytorch")]
+    implicit: bool,
     /// Check the flags, print what would run, and exit
     #[arg(long)]
     dry_run: bool,
+}
+
+/// The losses of `--implicit`, DSM first (the reference of the ratios).
+const IMPLICIT_LOSSES: [&str; 5] = ["dsm", "ism", "ism=hutchinson", "ssm", "fdssm"];
+
+/// Steps/s of `loss` on candle's autograd engine, Fig. 5 network, on `target`.
+fn implicit_steps_per_s(
+    target: &GaussianMixture,
+    loss: &str,
+    batch: usize,
+    steps: u64,
+) -> Result<f64> {
+    let loss: TrainLoss = loss.parse()?;
+    let model = ModelConfig {
+        mlp: tsm_nn::MlpConfig {
+            dim: target.dim(),
+            ..tsm_nn::MlpConfig::default()
+        },
+        ..ModelConfig::default()
+    };
+    let lc = LossConfig::for_mixture(loss.identity(), Weighting::Uniform, target)?;
+    let cfg = TrainConfig {
+        batch,
+        steps: 5,
+        checkpoint_every: 0,
+        engine: EngineKind::Candle,
+        implicit: loss.implicit(),
+        ..TrainConfig::new("bench", model, lc)
+    };
+    let mut t = Trainer::with_options(cfg, target, &Device::Cpu, TrainerOptions::with_threads(1))?;
+    t.run(None, |_, _| {})?; // warm-up
+    t.set_total_steps(5 + steps)?;
+    let start = Instant::now();
+    t.run(None, |_, _| {})?;
+    Ok(steps as f64 / start.elapsed().as_secs_f64())
+}
+
+/// `--implicit`: the implicit losses against DSM at d = 2 and d = 16.
+fn bench_implicit(args: &Args) -> Result<()> {
+    let steps = (args.steps / 4).max(1);
+    let targets = [
+        ("d = 2 (eight_modes)", tsm_targets::named::eight_modes()),
+        ("d = 16 (N(0, I))", GaussianMixture::gaussian(16, 1.0)?),
+    ];
+    println!(
+        "bench_train --implicit: Fig. 5 network, candle autograd, batch {}, {} timed steps per loss and round, {} rounds",
+        args.batch, steps, args.rounds
+    );
+    let mut results = vec![vec![Vec::new(); IMPLICIT_LOSSES.len()]; targets.len()];
+    for round in 0..args.rounds {
+        for (ti, (name, target)) in targets.iter().enumerate() {
+            let mut line = Vec::new();
+            for (li, loss) in IMPLICIT_LOSSES.iter().enumerate() {
+                let r = implicit_steps_per_s(target, loss, args.batch, steps)?;
+                results[ti][li].push(r);
+                line.push(format!("{loss} {r:.1}/s"));
+            }
+            println!("round {}, {name}: {}", round + 1, line.join(", "));
+        }
+    }
+    let median = |v: &[f64]| {
+        let mut s = v.to_vec();
+        s.sort_by(f64::total_cmp);
+        s[s.len() / 2]
+    };
+    for (ti, (name, _)) in targets.iter().enumerate() {
+        let dsm = median(&results[ti][0]);
+        for (li, loss) in IMPLICIT_LOSSES.iter().enumerate() {
+            let m = median(&results[ti][li]);
+            println!(
+                "{name:>20} {loss:>15}: median {m:7.1} steps/s, {:.2}× the DSM step's time",
+                dsm / m
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The PyTorch reference step, next to this crate in the repository.
@@ -194,10 +283,20 @@ fn main() -> Result<()> {
     }
     if args.dry_run {
         println!(
-            "dry run: would time {} rounds of {} steps at batch {}",
-            args.rounds, args.steps, args.batch
+            "dry run: would time {} rounds of {} steps at batch {}{}",
+            args.rounds,
+            args.steps,
+            args.batch,
+            if args.implicit {
+                " (implicit losses against DSM)"
+            } else {
+                ""
+            }
         );
         return Ok(());
+    }
+    if args.implicit {
+        return bench_implicit(&args);
     }
     println!(
         "bench_train: Fig. 5 network, batch {}, {} timed steps per variant, {} rounds, RAYON_NUM_THREADS={}",
