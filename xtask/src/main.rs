@@ -48,6 +48,11 @@ const TASKS: &[(&str, &str, &str)] = &[
         "Latent TSM Fig. 2: MMD² and C2ST to the reference posterior vs the simulator budget",
     ),
     (
+        "reproduce-ltsm-fig1",
+        "ltsm_fig1_variance",
+        "Latent TSM Fig. 1: variance of the DSM, LTSM and MIX regression targets against t, per SBI task",
+    ),
+    (
         "reproduce-ltsm-fig4",
         "ltsm_fig4_weight",
         "Latent TSM Fig. 4: the variance-optimal DSM weight w_t* against t, Monte Carlo and closed form",

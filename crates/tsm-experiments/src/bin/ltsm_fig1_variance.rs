@@ -41,6 +41,7 @@
 
 use anyhow::Context;
 use clap::Parser;
+use plotters::chart::SeriesLabelPosition;
 use rayon::prelude::*;
 use serde::Serialize;
 use tsm_core::rng::{normal, stream};
@@ -176,7 +177,12 @@ impl Exact {
                     .fold(f64::NEG_INFINITY, f64::max);
                 let (mut total, mut m1, mut m2) = (0.0, 0.0, 0.0);
                 for (c, &l) in centres.iter().zip(log_mass) {
-                    let w = (log_w(c, l) - max).exp();
+                    let e = log_w(c, l) - max;
+                    // Terms below e⁻⁴⁰ ≈ 4·10⁻¹⁸ of the largest: skip their exp.
+                    if e < -40.0 {
+                        continue;
+                    }
+                    let w = e.exp();
                     total += w;
                     m1 += w * c[0];
                     m2 += w * c[1];
@@ -450,7 +456,7 @@ fn main() -> anyhow::Result<()> {
                 );
             }
         }
-        panels.push(panel);
+        panels.push(panel.legend(Some(SeriesLabelPosition::LowerLeft)));
         summaries.push(TaskSummary {
             task: name,
             dim: d,
