@@ -253,7 +253,7 @@ pub fn gemm(
             // SAFETY: `gemm_path` reports AVX2+FMA only where the CPU has both.
             unsafe { gemm_avx2(m, n, k, a, b, ldb, c, ldc, accumulate) }
         }
-        _ => gemm_blocked::<4, 8>(m, n, k, a, b, ldb, c, ldc, accumulate),
+        _ => edge(0, m, 0, n, k, a, b, ldb, c, ldc, accumulate),
     }
 }
 
@@ -465,76 +465,10 @@ mod x86 {
     );
 }
 
-/// Tiles of `MR × NR`; the ragged right edge and bottom edge by narrower tiles of the same
-/// loop (so the same operation order).
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn gemm_blocked<const MR: usize, const NR: usize>(
-    m: usize,
-    n: usize,
-    k: usize,
-    a: Lhs<'_>,
-    b: &[f32],
-    ldb: usize,
-    c: &mut [f32],
-    ldc: usize,
-    accumulate: bool,
-) {
-    let full_cols = n - n % NR;
-    let mut i = 0;
-    while i + MR <= m {
-        let mut j = 0;
-        while j < full_cols {
-            tile::<MR, NR>(i, j, k, a, b, ldb, c, ldc, accumulate);
-            j += NR;
-        }
-        edge(i, MR, full_cols, n, k, a, b, ldb, c, ldc, accumulate);
-        i += MR;
-    }
-    if i < m {
-        edge(i, m - i, 0, n, k, a, b, ldb, c, ldc, accumulate);
-    }
-}
-
-/// One `MR × NR` tile at `(i, j)`: the accumulators stay in registers over the whole `k`.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn tile<const MR: usize, const NR: usize>(
-    i: usize,
-    j: usize,
-    k: usize,
-    a: Lhs<'_>,
-    b: &[f32],
-    ldb: usize,
-    c: &mut [f32],
-    ldc: usize,
-    accumulate: bool,
-) {
-    let mut acc = [[0.0f32; NR]; MR];
-    if accumulate {
-        for (r, row) in acc.iter_mut().enumerate() {
-            row.copy_from_slice(&c[(i + r) * ldc + j..(i + r) * ldc + j + NR]);
-        }
-    }
-    for p in 0..k {
-        let bp: &[f32; NR] = b[p * ldb + j..p * ldb + j + NR]
-            .try_into()
-            .expect("NR columns");
-        for (r, row) in acc.iter_mut().enumerate() {
-            let ap = a.data[(i + r) * a.row + p * a.col];
-            for (x, &y) in row.iter_mut().zip(bp) {
-                *x = ap.mul_add(y, *x);
-            }
-        }
-    }
-    for (r, row) in acc.iter().enumerate() {
-        c[(i + r) * ldc + j..(i + r) * ldc + j + NR].copy_from_slice(row);
-    }
-}
-
-/// Rows `i..i + rows`, columns `j0..n` (a ragged edge: a few rows or columns), with the same
-/// chain per element as the tiles. The elements of a block of up to 8 × 8 advance together
-/// through `p`, so that their chains overlap instead of waiting on each other's latency.
+/// Rows `i..i + rows`, columns `j0..n` with scalar `mul_add`: the portable path, and the same
+/// chain per element as the vector tiles. The elements of a block of up to 8 × 8 advance
+/// together through `p`, so that their chains overlap instead of waiting on each other's
+/// latency.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn edge(
