@@ -40,7 +40,10 @@ const BINARIES: &[(&str, &str)] = &[
     ("compare_losses", env!("CARGO_BIN_EXE_compare_losses")),
     ("fig_bridge", env!("CARGO_BIN_EXE_fig_bridge")),
     ("lie_figure", env!("CARGO_BIN_EXE_lie_figure")),
-    ("ltsm_fig1_variance", env!("CARGO_BIN_EXE_ltsm_fig1_variance")),
+    (
+        "ltsm_fig1_variance",
+        env!("CARGO_BIN_EXE_ltsm_fig1_variance"),
+    ),
     ("ltsm_fig2", env!("CARGO_BIN_EXE_ltsm_fig2")),
     ("ltsm_fig4_weight", env!("CARGO_BIN_EXE_ltsm_fig4_weight")),
     ("ltsm_fig5", env!("CARGO_BIN_EXE_ltsm_fig5")),
