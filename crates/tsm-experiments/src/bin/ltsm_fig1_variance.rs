@@ -1,7 +1,8 @@
-//! Fig. 1 (left) of *Latent Target Score Matching* (Ko & Geffner 2024): the variance of the
-//! regression targets against `t` for DSM (`A = −ε/σ_t`), LTSM (`B = α_t⁻¹ ∇_θ log p(θ₀, z, x)`,
-//! Prop. 3.1) and MIX at the optimal weight (`y* = w_t* A + (1 − w_t*) B`, Prop. 3.2), per SBI
-//! task.
+//! Fig. 1 of *Latent Target Score Matching* (Ko & Geffner 2024). Left (top row): the variance
+//! of the regression targets against `t` for DSM (`A = −ε/σ_t`), LTSM
+//! (`B = α_t⁻¹ ∇_θ log p(θ₀, z, x)`, Prop. 3.1) and MIX at the optimal weight
+//! (`y* = w_t* A + (1 − w_t*) B`, Prop. 3.2), per SBI task. Right (bottom row): the score error
+//! of conditional score networks trained with each of the three losses.
 //!
 //! **The variance plotted** is the target's conditional variance about the score it regresses
 //! on, summed over coordinates:
@@ -26,36 +27,56 @@
 //! For `linear_gaussian` the closed forms (per coordinate, `k_t = 1/(α_t² v + σ_t²)`):
 //! `d(1/σ_t² − k_t)`, `d(5/α_t² − k_t)`, `d(5/(α_t² + 5σ_t²) − k_t)` are drawn dashed.
 //!
-//! Not drawn: the paper's Fig. 1 (right), the score error of trained models against `t`.
+//! **The score error** (Fig. 1, right). Per task, three conditional score networks are trained
+//! with DSM, LTSM and MIX(`w_t*`, `F` estimated from the set) on the same `budget` simulations
+//! (seed `--seed`, `tsm_experiments::ltsm::train_sbi`: the `sbi train` defaults, EMA weights),
+//! and evaluated on the `M` simulations above (independent of the training set) at
+//! `ERROR_DRAWS = 4` fresh `θ_t` each per time, the same draws for the three networks:
+//! `E‖s_φ(θ_t, t, x) − s_t(θ_t | x)‖²` with `s_t` the exact posterior score as above (the
+//! reducible part of the regression loss). Standard error over the simulations.
 //!
 //! `cargo xtask reproduce-ltsm-fig1 [--out DIR] [--seed S] [--quick]`
 //!
 //! Output `ltsm_fig1.csv` columns: `task,target,t,variance,std_err,closed_form,second_moment`
 //! with `target` one of `dsm`, `ltsm`, `mix`, `posterior_score` (that row's `variance` is
-//! `J_t = E‖s_t‖²`); `closed_form` only for `linear_gaussian`; `second_moment` the closed-form
-//! `E‖y‖²` (empty for `posterior_score`). Same seed, same CSV bytes.
+//! `J_t = E‖s_t‖²`), or `trained_dsm`, `trained_ltsm`, `trained_mix` (that row's `variance` is
+//! the trained network's score error `E‖s_φ − s_t‖²`, `closed_form` and `second_moment`
+//! empty); `closed_form` only for `linear_gaussian`; `second_moment` the closed-form `E‖y‖²`
+//! (empty for `posterior_score`). Same seed, same CSV bytes.
 //!
 //! Full: `linear_gaussian` `M = 4,000`, `galton_board` `M = 200`, `sir` `M = 24` (its grid
 //! posterior costs seconds per observation), `R = 16`, `t = k/40`. `--quick`: `M = 400, 12, 2`
 //! (a coarser `sir` grid: 24/48 cells a side), `R = 8`, `t = 0.05` and `k/10`.
+//! Trained networks, full: every task, budget 10⁴, 5,000 steps of the 3 × 128 MLP
+//! (`RunSizes::full`). `--quick`: `linear_gaussian` only, budget 10³, 1,500 steps of a 2 × 32
+//! MLP (`RunSizes::quick`).
 
 use anyhow::Context;
 use clap::Parser;
 use plotters::chart::SeriesLabelPosition;
 use rayon::prelude::*;
 use serde::Serialize;
+use std::sync::Arc;
+
 use tsm_core::rng::{normal, stream};
+use tsm_core::sampler::ConditionalScore;
 use tsm_core::schedule::{Cosine, Schedule};
 use tsm_core::simulator::LatentMix;
+use tsm_experiments::ltsm::{train_sbi, RunSizes};
 use tsm_experiments::output::RunTimer;
 use tsm_experiments::plot::{save_svg_png, Panel, PanelGrid, Series, Style};
 use tsm_experiments::{init_tracing, FigureArgs, OutputDir};
+use tsm_nn::candle::Device;
+use tsm_nn::sbi::{SbiLoss, SimulationSet};
+use tsm_nn::score::ModelConditionalScore;
+use tsm_nn::ScoreModel;
 use tsm_targets::sbi::{
     GaltonBoard, GridPosterior, LinearGaussian, Posterior, SbiTask, Sir, SirGrid, Task,
 };
 
-/// Reproduces Fig. 1 (left) of Latent TSM: the variance of the DSM, LTSM and MIX regression
-/// targets about the posterior score against t, per SBI task
+/// Reproduces Fig. 1 of Latent TSM: the variance of the DSM, LTSM and MIX regression targets
+/// about the posterior score against t, per SBI task, and the score error of networks trained
+/// with each loss
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
@@ -79,6 +100,12 @@ struct Row {
 struct Parameters {
     schedule: &'static str,
     draws_per_simulation: usize,
+    /// Simulations the score networks are trained on.
+    budget: usize,
+    /// Their network and optimiser sizes.
+    sizes: RunSizes,
+    /// `θ_t` draws per simulation in the score error.
+    error_draws_per_simulation: usize,
     grid_mass_cutoff: f64,
     sir_grid: SirGridRecord,
     tasks: Vec<TaskSummary>,
@@ -108,6 +135,10 @@ struct TaskSummary {
     half_weight_time: f64,
     /// `linear_gaussian`: cells with `|MC − closed form| ≤ 5 SE`, of all cells.
     within_5_std_errs: Option<(usize, usize)>,
+    /// Whether score networks were trained (Fig. 1, right) on this task.
+    trained: bool,
+    /// Seconds spent training them and evaluating their score error.
+    train_seconds: f64,
     seconds: f64,
 }
 
@@ -208,10 +239,18 @@ struct Sizes {
     draws: usize,
 }
 
+/// One simulation kept for the trained models' score error: `θ₀`, `x` and its exact
+/// posterior.
+struct Simulation {
+    theta: Vec<f64>,
+    x: Vec<f64>,
+    exact: Exact,
+}
+
 /// Per simulation: the averages over its `R` draws at every time of
-/// `[‖A − s‖², ‖B − s‖², ‖y* − s‖², ‖s‖²]`, and the number of under-resolved times;
-/// `None` when the reference grid was refused.
-type PerSimulation = Option<(Vec<[f64; 4]>, usize)>;
+/// `[‖A − s‖², ‖B − s‖², ‖y* − s‖², ‖s‖²]`, the number of under-resolved times and the
+/// simulation itself; `None` when the reference grid was refused.
+type PerSimulation = Option<(Vec<[f64; 4]>, usize, Simulation)>;
 
 /// The Monte Carlo of one task.
 fn run_task<T: Task>(
@@ -270,10 +309,91 @@ fn run_task<T: Task>(
                 }
                 out.push(acc.map(|v| v / sizes.draws as f64));
             }
-            Ok(Some((out, under)))
+            Ok(Some((out, under, Simulation { theta, x, exact })))
         })
         .collect()
 }
+
+/// The trained models' mean squared score error at every time:
+/// `(E‖s_φ(θ_t, t, x) − s_t(θ_t | x)‖², its standard error)` per model, over `sims` and
+/// `draws` fresh `θ_t = α_t θ₀ + σ_t ε` each (the same draws for every model). The standard
+/// error is that of the mean over simulations of their per-simulation averages.
+fn score_errors(
+    models: &[ScoreModel],
+    sims: &[&Simulation],
+    times: &[f64],
+    draws: usize,
+    seed: u64,
+) -> anyhow::Result<Vec<Vec<(f64, f64)>>> {
+    let d = sims[0].theta.len();
+    let k = sims[0].x.len();
+    let m = sims.len();
+    let n = m * draws;
+    let mut errors = vec![Vec::with_capacity(times.len()); models.len()];
+    for (ti, &t) in times.iter().enumerate() {
+        let (alpha, sigma) = (Cosine.alpha(t), Cosine.sigma(t));
+        // θ_t and s_t for every (simulation, draw): stream (seed, ERROR_STREAM + i·T + ti).
+        let per_sim: Vec<(Vec<f64>, Vec<f64>)> = sims
+            .par_iter()
+            .enumerate()
+            .map(|(i, sim)| {
+                let mut rng = stream(seed, ERROR_STREAM + (i * times.len() + ti) as u64);
+                let (mut eps, mut theta_t, mut s) =
+                    (vec![0.0; d], vec![0.0; d * draws], vec![0.0; d * draws]);
+                for (th, sc) in theta_t.chunks_exact_mut(d).zip(s.chunks_exact_mut(d)) {
+                    normal::fill(&mut rng, &mut eps);
+                    for j in 0..d {
+                        th[j] = alpha * sim.theta[j] + sigma * eps[j];
+                    }
+                    sim.exact.score(alpha, sigma, th, sc);
+                }
+                (theta_t, s)
+            })
+            .collect();
+        let theta_t: Vec<f64> = per_sim.iter().flat_map(|p| p.0.iter().copied()).collect();
+        let exact: Vec<f64> = per_sim.iter().flat_map(|p| p.1.iter().copied()).collect();
+        let condition: Vec<f64> = sims
+            .iter()
+            .flat_map(|sim| std::iter::repeat_n(sim.x.iter().copied(), draws).flatten())
+            .collect();
+        debug_assert_eq!(condition.len(), n * k);
+        let mut learned = vec![0.0; n * d];
+        for (model, out) in models.iter().zip(errors.iter_mut()) {
+            ModelConditionalScore::new(model, &Device::Cpu)?.conditional_score(
+                &theta_t,
+                t,
+                &condition,
+                &mut learned,
+            )?;
+            let per: Vec<f64> = learned
+                .chunks_exact(d * draws)
+                .zip(exact.chunks_exact(d * draws))
+                .map(|(l, e)| {
+                    l.iter().zip(e).map(|(a, b)| (a - b).powi(2)).sum::<f64>() / draws as f64
+                })
+                .collect();
+            let mean = per.iter().sum::<f64>() / m as f64;
+            let var = per.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (m as f64 - 1.0);
+            anyhow::ensure!(
+                mean.is_finite(),
+                "non-finite score error at t = {t} (a diverged model?)"
+            );
+            out.push((mean, (var / m as f64).sqrt()));
+        }
+    }
+    Ok(errors)
+}
+
+/// Stream offset of the score-error draws (the variance draws use streams `0..M`).
+const ERROR_STREAM: u64 = 1 << 40;
+/// `θ_t` draws per simulation for the score error.
+const ERROR_DRAWS: usize = 4;
+/// The trained models' losses, in the figure's order, and their CSV `target`s.
+const TRAINED: [(SbiLoss, &str); 3] = [
+    (SbiLoss::Dsm, "trained_dsm"),
+    (SbiLoss::Ltsm, "trained_ltsm"),
+    (SbiLoss::Mix, "trained_mix"),
+];
 
 const TARGETS: [&str; 4] = ["dsm", "ltsm", "mix", "posterior_score"];
 const LABELS: [&str; 4] = ["DSM (A)", "LTSM (B)", "MIX (w_t*)", "J_t = E‖s_t‖²"];
@@ -283,6 +403,14 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let quick = args.common.quick;
     let (draws, steps) = if quick { (8, 10) } else { (16, 40) };
+    // Fig. 1 (right): the training runs. Quick: `linear_gaussian` only.
+    let (budget, run_sizes) = if quick {
+        (1_000, RunSizes::quick(1_500))
+    } else {
+        (10_000, RunSizes::full(5_000))
+    };
+    let trains = |task: SbiTask| !quick || task == SbiTask::LinearGaussian;
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     let simulations = |task: SbiTask| match (task, quick) {
         (SbiTask::LinearGaussian, true) => 400,
         (SbiTask::LinearGaussian, false) => 4_000,
@@ -304,11 +432,18 @@ fn main() -> anyhow::Result<()> {
         "ltsm_fig1",
         format!(
             "the DSM, LTSM and MIX target variances on the three SBI tasks ({}, {} and {} \
-             simulations, {draws} draws each, {} times)",
+             simulations, {draws} draws each, {} times) and the score error of networks \
+             trained with each loss ({} steps on {budget} simulations, {})",
             simulations(SbiTask::LinearGaussian),
             simulations(SbiTask::GaltonBoard),
             simulations(SbiTask::Sir),
-            steps - usize::from(!quick)
+            steps - usize::from(!quick),
+            run_sizes.steps,
+            if quick {
+                "linear_gaussian only"
+            } else {
+                "every task"
+            }
         ),
     ) {
         return Ok(());
@@ -317,6 +452,7 @@ fn main() -> anyhow::Result<()> {
     let timer = RunTimer::start();
     let seed = args.common.seed;
     let (mut rows, mut panels, mut summaries) = (Vec::new(), Vec::new(), Vec::new());
+    let mut error_panels = Vec::new();
     for (task_index, task) in SbiTask::ALL.into_iter().enumerate() {
         let started = RunTimer::start();
         let d = task.dim();
@@ -359,13 +495,13 @@ fn main() -> anyhow::Result<()> {
                 task_seed,
             )?,
         };
-        let kept: Vec<&(Vec<[f64; 4]>, usize)> = per_sim.iter().flatten().collect();
+        let kept: Vec<&(Vec<[f64; 4]>, usize, Simulation)> = per_sim.iter().flatten().collect();
         let refused = per_sim.len() - kept.len();
         anyhow::ensure!(
             kept.len() >= 2,
             "{name}: fewer than two simulations with a reference posterior"
         );
-        let under_resolved: usize = kept.iter().map(|(_, u)| u).sum();
+        let under_resolved: usize = kept.iter().map(|(_, u, _)| u).sum();
         let m = kept.len() as f64;
         let mix = LatentMix::new(d, task.score_constant())?;
         let mut task_rows = Vec::new();
@@ -386,7 +522,7 @@ fn main() -> anyhow::Result<()> {
                 None
             };
             for (c, target) in TARGETS.into_iter().enumerate() {
-                let values = kept.iter().map(|(v, _)| v[k][c]);
+                let values = kept.iter().map(|(v, _, _)| v[k][c]);
                 let mean = values.clone().sum::<f64>() / m;
                 let var = values.map(|v| (v - mean).powi(2)).sum::<f64>() / (m - 1.0);
                 let std_err = (var / m).sqrt();
@@ -411,6 +547,41 @@ fn main() -> anyhow::Result<()> {
                 });
             }
         }
+        // Fig. 1 (right): conditional score networks trained with DSM, LTSM and MIX(w_t*) on
+        // the same simulations, their score error on the simulations above (fresh to them).
+        let train_started = RunTimer::start();
+        let trained = if trains(task) {
+            let set = Arc::new(SimulationSet::simulate(task, budget, seed, |_| {})?);
+            let mut models = Vec::new();
+            for (loss, _) in TRAINED {
+                let trainer = train_sbi(&set, loss, &run_sizes, threads)?;
+                let model = trainer.model(true, &Device::Cpu)?;
+                anyhow::ensure!(
+                    model.schedule().name() == "cosine",
+                    "{name}: the trained model's schedule is not the cosine"
+                );
+                models.push(model);
+            }
+            let sims: Vec<&Simulation> = kept.iter().map(|(_, _, s)| s).collect();
+            let errors = score_errors(&models, &sims, &times, ERROR_DRAWS, task_seed)?;
+            for ((_, target), curve) in TRAINED.into_iter().zip(&errors) {
+                for (&t, &(mean, std_err)) in times.iter().zip(curve) {
+                    task_rows.push(Row {
+                        task: name.clone(),
+                        target,
+                        t,
+                        variance: mean,
+                        std_err,
+                        closed_form: None,
+                        second_moment: None,
+                    });
+                }
+            }
+            true
+        } else {
+            false
+        };
+        let train_seconds = train_started.elapsed_s();
         let curve = |target: &str, pick: fn(&Row) -> Option<f64>| -> Vec<(f64, f64)> {
             task_rows
                 .iter()
@@ -430,7 +601,7 @@ fn main() -> anyhow::Result<()> {
         };
         let half_weight_time =
             (2.0 / std::f64::consts::PI) * (d as f64 / task.score_constant()).sqrt().atan();
-        let seconds = started.elapsed_s();
+        let seconds = started.elapsed_s() - train_seconds;
         tracing::info!(
             "{name}: {} simulations ({refused} refused grids, {under_resolved} under-resolved \
              cells), DSM/LTSM crossing at t = {crossing_time:?} (w* = ½ at {half_weight_time:.3}), \
@@ -457,6 +628,25 @@ fn main() -> anyhow::Result<()> {
             }
         }
         panels.push(panel.legend(Some(SeriesLabelPosition::LowerLeft)));
+        if trained {
+            let mut panel = Panel::new(
+                format!(
+                    "{name}: trained models (budget {budget}, {} steps)",
+                    run_sizes.steps
+                ),
+                "t",
+                "E‖s_φ − s_t‖²",
+            )
+            .log_y(true);
+            for (c, (loss, target)) in TRAINED.into_iter().enumerate() {
+                panel = panel.with(Series::line(
+                    loss.to_string(),
+                    c,
+                    curve(target, |r| Some(r.variance)),
+                ));
+            }
+            error_panels.push(panel.legend(Some(SeriesLabelPosition::UpperRight)));
+        }
         summaries.push(TaskSummary {
             task: name,
             dim: d,
@@ -468,6 +658,8 @@ fn main() -> anyhow::Result<()> {
             crossing_time,
             half_weight_time,
             within_5_std_errs: (task == SbiTask::LinearGaussian).then_some(within),
+            trained,
+            train_seconds,
             seconds,
         });
         rows.extend(task_rows);
@@ -478,12 +670,15 @@ fn main() -> anyhow::Result<()> {
                 (Monte Carlo; dashed: closed form)"
             .into(),
         cols: 3,
-        panels,
+        panels: panels.into_iter().chain(error_panels).collect(),
     };
-    let [svg, png] = save_svg_png(out.path(), "ltsm_fig1", (1500, 520), &grid)?;
+    let [svg, png] = save_svg_png(out.path(), "ltsm_fig1", (1500, 1000), &grid)?;
     let params = Parameters {
         schedule: "cosine",
         draws_per_simulation: draws,
+        budget,
+        sizes: run_sizes,
+        error_draws_per_simulation: ERROR_DRAWS,
         grid_mass_cutoff: MASS_CUTOFF,
         sir_grid: SirGridRecord {
             coarse_cells: sir_grid.coarse_cells,
