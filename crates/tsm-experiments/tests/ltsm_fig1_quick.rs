@@ -10,48 +10,22 @@
 //! `t = (2/π) atan(1/√5)`) is `target_variances_match_the_closed_forms_and_cross` in
 //! `crates/tsm-targets/tests/sbi_ltsm.rs`; this one checks the figure's own numbers.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tsm-ltsm-fig1-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
+use std::path::Path;
+
+use common::{assert_outputs, assert_same_bytes, read_records, run_quick, scratch};
 
 fn run(out: &Path) {
-    let status = Command::new(env!("CARGO_BIN_EXE_ltsm_fig1_variance"))
-        .args(["--quick", "--out"])
-        .arg(out)
-        .env("RUST_LOG", "warn")
-        .status()
-        .expect("run ltsm_fig1_variance");
-    assert!(
-        status.success(),
-        "ltsm_fig1_variance --quick failed: {status}"
-    );
+    run_quick(env!("CARGO_BIN_EXE_ltsm_fig1_variance"), out);
 }
 
 #[test]
 fn quick_run_writes_the_target_variances_and_they_match_the_closed_forms() {
-    let (a, b) = (scratch("a"), scratch("b"));
+    let (a, b) = (scratch("tsm-ltsm-fig1", "a"), scratch("tsm-ltsm-fig1", "b"));
     run(&a);
-    for file in [
-        "ltsm_fig1.csv",
-        "ltsm_fig1.svg",
-        "ltsm_fig1.png",
-        "ltsm_fig1.json",
-    ] {
-        let meta = std::fs::metadata(a.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
-        assert!(meta.len() > 0, "{file} is empty");
-    }
-    let mut reader = csv::Reader::from_path(a.join("ltsm_fig1.csv")).expect("csv");
-    let header: Vec<String> = reader
-        .headers()
-        .expect("header")
-        .iter()
-        .map(String::from)
-        .collect();
+    assert_outputs(&a, "ltsm_fig1");
+    let (header, rows) = read_records(&a.join("ltsm_fig1.csv"));
     assert_eq!(
         header,
         [
@@ -64,7 +38,6 @@ fn quick_run_writes_the_target_variances_and_they_match_the_closed_forms() {
             "second_moment"
         ]
     );
-    let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.expect("row")).collect();
     let number = |s: &str| -> Option<f64> { (!s.is_empty()).then(|| s.parse().expect("number")) };
     // (t, variance, std_err, closed_form) of one curve, in time order.
     let curve = |task: &str, target: &str| -> Vec<(f64, f64, f64, Option<f64>)> {
@@ -161,10 +134,7 @@ fn quick_run_writes_the_target_variances_and_they_match_the_closed_forms() {
     }
     // Same seed, same bytes.
     run(&b);
-    assert_eq!(
-        std::fs::read(a.join("ltsm_fig1.csv")).expect("a"),
-        std::fs::read(b.join("ltsm_fig1.csv")).expect("b")
-    );
+    assert_same_bytes(&a, &b, "ltsm_fig1.csv");
     let _ = std::fs::remove_dir_all(&a);
     let _ = std::fs::remove_dir_all(&b);
 }

@@ -2,52 +2,29 @@
 //! budgets × five observations and their mean), the MMD² and C2ST pictures, the JSON; the
 //! mean row is the mean of the five; the same seed gives the same CSV bytes.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tsm-ltsm-fig2-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
+use std::path::Path;
+
+use common::{
+    assert_nonempty, assert_outputs, assert_same_bytes, read_records, run_quick, scratch,
+};
 
 fn run(out: &Path) {
-    let status = Command::new(env!("CARGO_BIN_EXE_ltsm_fig2"))
-        .args(["--quick", "--out"])
-        .arg(out)
-        .env("RUST_LOG", "warn")
-        .status()
-        .expect("run ltsm_fig2");
-    assert!(status.success(), "ltsm_fig2 --quick failed: {status}");
+    run_quick(env!("CARGO_BIN_EXE_ltsm_fig2"), out);
 }
 
 #[test]
 fn quick_run_writes_mmd_and_c2st_against_the_budget() {
-    let (a, b) = (scratch("a"), scratch("b"));
+    let (a, b) = (scratch("tsm-ltsm-fig2", "a"), scratch("tsm-ltsm-fig2", "b"));
     run(&a);
-    for file in [
-        "ltsm_fig2.csv",
-        "ltsm_fig2.svg",
-        "ltsm_fig2.png",
-        "ltsm_fig2_c2st.svg",
-        "ltsm_fig2_c2st.png",
-        "ltsm_fig2.json",
-    ] {
-        let meta = std::fs::metadata(a.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
-        assert!(meta.len() > 0, "{file} is empty");
-    }
-    let mut reader = csv::Reader::from_path(a.join("ltsm_fig2.csv")).expect("csv");
-    let header: Vec<String> = reader
-        .headers()
-        .expect("header")
-        .iter()
-        .map(String::from)
-        .collect();
+    assert_outputs(&a, "ltsm_fig2");
+    assert_nonempty(&a, &["ltsm_fig2_c2st.svg", "ltsm_fig2_c2st.png"]);
+    let (header, rows) = read_records(&a.join("ltsm_fig2.csv"));
     assert_eq!(
         header,
         ["task", "budget", "loss", "observation", "mmd2", "c2st"]
     );
-    let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.expect("row")).collect();
     assert_eq!(rows.len(), 2 * 4 * 6);
     for budget in ["300", "1000"] {
         for loss in ["dsm", "ltsm", "mix", "mix_learned"] {
@@ -71,10 +48,7 @@ fn quick_run_writes_mmd_and_c2st_against_the_budget() {
         }
     }
     run(&b);
-    assert_eq!(
-        std::fs::read(a.join("ltsm_fig2.csv")).expect("a"),
-        std::fs::read(b.join("ltsm_fig2.csv")).expect("b")
-    );
+    assert_same_bytes(&a, &b, "ltsm_fig2.csv");
     let _ = std::fs::remove_dir_all(&a);
     let _ = std::fs::remove_dir_all(&b);
 }

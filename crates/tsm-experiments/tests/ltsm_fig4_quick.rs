@@ -7,50 +7,23 @@
 //! is `monte_carlo_optimal_weight_matches_the_closed_form_on_every_task` in
 //! `crates/tsm-targets/tests/sbi_ltsm.rs`; this one checks the figure's own numbers.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tsm-ltsm-fig4-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
+use std::path::Path;
+
+use common::{assert_outputs, assert_same_bytes, read_records, run_quick, scratch};
 
 fn run(out: &Path) {
-    let status = Command::new(env!("CARGO_BIN_EXE_ltsm_fig4_weight"))
-        .args(["--quick", "--out"])
-        .arg(out)
-        .env("RUST_LOG", "warn")
-        .status()
-        .expect("run ltsm_fig4_weight");
-    assert!(
-        status.success(),
-        "ltsm_fig4_weight --quick failed: {status}"
-    );
+    run_quick(env!("CARGO_BIN_EXE_ltsm_fig4_weight"), out);
 }
 
 #[test]
 fn quick_run_writes_the_optimal_weight_and_monte_carlo_matches_the_closed_form() {
-    let (a, b) = (scratch("a"), scratch("b"));
+    let (a, b) = (scratch("tsm-ltsm-fig4", "a"), scratch("tsm-ltsm-fig4", "b"));
     run(&a);
-    for file in [
-        "ltsm_fig4.csv",
-        "ltsm_fig4.svg",
-        "ltsm_fig4.png",
-        "ltsm_fig4.json",
-    ] {
-        let meta = std::fs::metadata(a.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
-        assert!(meta.len() > 0, "{file} is empty");
-    }
-    let mut reader = csv::Reader::from_path(a.join("ltsm_fig4.csv")).expect("csv");
-    let header: Vec<String> = reader
-        .headers()
-        .expect("header")
-        .iter()
-        .map(String::from)
-        .collect();
+    assert_outputs(&a, "ltsm_fig4");
+    let (header, rows) = read_records(&a.join("ltsm_fig4.csv"));
     assert_eq!(header, ["task", "curve", "t", "w", "std_err"]);
-    let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.expect("row")).collect();
     // (t, w, std_err) of one curve, in time order.
     let curve = |task: &str, curve: &str| -> Vec<(f64, f64, f64)> {
         rows.iter()
@@ -105,10 +78,7 @@ fn quick_run_writes_the_optimal_weight_and_monte_carlo_matches_the_closed_form()
     }
     // Same seed, same bytes.
     run(&b);
-    assert_eq!(
-        std::fs::read(a.join("ltsm_fig4.csv")).expect("a"),
-        std::fs::read(b.join("ltsm_fig4.csv")).expect("b")
-    );
+    assert_same_bytes(&a, &b, "ltsm_fig4.csv");
     let _ = std::fs::remove_dir_all(&a);
     let _ = std::fs::remove_dir_all(&b);
 }

@@ -2,47 +2,23 @@
 //! SVG, PNG and JSON; the learned weight has moved from its start toward `w_t*`; the same
 //! seed gives the same CSV bytes.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tsm-ltsm-fig5-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
+use std::path::Path;
+
+use common::{assert_outputs, assert_same_bytes, read_records, run_quick, scratch};
 
 fn run(out: &Path) {
-    let status = Command::new(env!("CARGO_BIN_EXE_ltsm_fig5"))
-        .args(["--quick", "--out"])
-        .arg(out)
-        .env("RUST_LOG", "warn")
-        .status()
-        .expect("run ltsm_fig5");
-    assert!(status.success(), "ltsm_fig5 --quick failed: {status}");
+    run_quick(env!("CARGO_BIN_EXE_ltsm_fig5"), out);
 }
 
 #[test]
 fn quick_run_writes_the_learned_weight_against_the_optimum() {
-    let (a, b) = (scratch("a"), scratch("b"));
+    let (a, b) = (scratch("tsm-ltsm-fig5", "a"), scratch("tsm-ltsm-fig5", "b"));
     run(&a);
-    for file in [
-        "ltsm_fig5.csv",
-        "ltsm_fig5.svg",
-        "ltsm_fig5.png",
-        "ltsm_fig5.json",
-    ] {
-        let meta = std::fs::metadata(a.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
-        assert!(meta.len() > 0, "{file} is empty");
-    }
-    let mut reader = csv::Reader::from_path(a.join("ltsm_fig5.csv")).expect("csv");
-    let header: Vec<String> = reader
-        .headers()
-        .expect("header")
-        .iter()
-        .map(String::from)
-        .collect();
+    assert_outputs(&a, "ltsm_fig5");
+    let (header, rows) = read_records(&a.join("ltsm_fig5.csv"));
     assert_eq!(header, ["task", "curve", "t", "w", "std_err"]);
-    let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.expect("row")).collect();
     let value = |task: &str, curve: &str, t: f64| -> f64 {
         rows.iter()
             .filter(|r| &r[0] == task && &r[1] == curve)
@@ -85,10 +61,7 @@ fn quick_run_writes_the_learned_weight_against_the_optimum() {
     }
     // Same seed, same bytes.
     run(&b);
-    assert_eq!(
-        std::fs::read(a.join("ltsm_fig5.csv")).expect("a"),
-        std::fs::read(b.join("ltsm_fig5.csv")).expect("b")
-    );
+    assert_same_bytes(&a, &b, "ltsm_fig5.csv");
     let _ = std::fs::remove_dir_all(&a);
     let _ = std::fs::remove_dir_all(&b);
 }

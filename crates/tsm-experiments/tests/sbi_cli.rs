@@ -2,52 +2,16 @@
 //! through the binary, and the bad-input cases of issue #15: a one-line error naming the
 //! problem, nothing written.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use common::{files, sbi, stderr, SMALL};
+
 fn scratch(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tsm-sbi-cli-{}-{test}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch");
-    dir
+    common::scratch_created("tsm-sbi-cli", test)
 }
-
-/// Runs `sbi` with `args` in `dir`.
-fn sbi(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sbi"))
-        .args(args)
-        .current_dir(dir)
-        .env("RUST_LOG", "warn")
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .expect("run sbi")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// The file names in `dir`, sorted.
-fn files(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .expect("dir")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
-
-/// A small, fast network.
-const SMALL: [&str; 8] = [
-    "--hidden",
-    "16",
-    "--embedding-dim",
-    "8",
-    "--batch",
-    "32",
-    "--threads",
-    "1",
-];
 
 /// Trains `task` for `steps` into `dir/out`.
 fn train(dir: &Path, task: &str, steps: &str, extra: &[&str]) -> Output {

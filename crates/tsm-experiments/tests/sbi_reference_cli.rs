@@ -3,39 +3,14 @@
 //! calibration of the reference posteriors with a negative control, and bad input as a
 //! one-line error that writes nothing.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+
+use common::{files, sbi, stderr, SMALL};
 
 fn scratch(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tsm-sbi-ref-{}-{test}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch");
-    dir
-}
-
-/// Runs `sbi` with `args` in `dir`.
-fn sbi(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sbi"))
-        .args(args)
-        .current_dir(dir)
-        .env("RUST_LOG", "warn")
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .expect("run sbi")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// The file names in `dir`, sorted.
-fn files(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .expect("dir")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
+    common::scratch_created("tsm-sbi-ref", test)
 }
 
 /// The rows of a CSV of numbers after its header, and the header.
@@ -323,28 +298,19 @@ fn reference_posteriors_pass_calibration_and_a_wrong_one_fails() {
 #[test]
 fn calibrate_runs_a_trained_model_and_refuses_bad_input() {
     let dir = scratch("calibrate-model");
-    let t = sbi(
-        &dir,
-        &[
-            "train",
-            "--task",
-            "linear_gaussian",
-            "--budget",
-            "300",
-            "--steps",
-            "3",
-            "--hidden",
-            "16",
-            "--embedding-dim",
-            "8",
-            "--batch",
-            "32",
-            "--threads",
-            "1",
-            "--out",
-            "run",
-        ],
-    );
+    let mut args = vec![
+        "train",
+        "--task",
+        "linear_gaussian",
+        "--budget",
+        "300",
+        "--steps",
+        "3",
+        "--out",
+        "run",
+    ];
+    args.extend(SMALL);
+    let t = sbi(&dir, &args);
     assert!(t.status.success(), "{}", stderr(&t));
     let o = sbi(
         &dir,

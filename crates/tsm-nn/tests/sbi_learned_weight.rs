@@ -3,62 +3,27 @@
 //! bit-identically, the network still loads for sampling), and a quick run on
 //! `linear_gaussian` moves `w(t)` from its start to the closed-form `w_t*`.
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tsm_core::identity::ScoreIdentity;
 use tsm_core::schedule::Cosine;
-use tsm_core::weighting::Weighting;
 use tsm_nn::candle::Device;
 use tsm_nn::engine::EngineKind;
-use tsm_nn::loss::{LossConfig, TargetVariances};
-use tsm_nn::sbi::{
-    sbi_config, LearnedWeight, SbiLoss, SbiTrainer, SimulationBatches, SimulationSet,
-};
-use tsm_nn::{checkpoint, MlpConfig, ModelConfig, TrainConfig, Trainer, TrainerOptions};
+use tsm_nn::sbi::{LearnedWeight, SbiLoss, SbiTrainer, SimulationBatches, SimulationSet};
+use tsm_nn::{checkpoint, TrainConfig};
 use tsm_targets::sbi::SbiTask;
 
+use common::{resume_to, trainer};
+
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tsm-sbi-lw-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+    common::scratch("tsm-sbi-lw", name)
 }
 
 /// A small mix_learned run.
 fn config(set: &SimulationSet, engine: EngineKind, steps: u64) -> TrainConfig {
-    let base = TrainConfig {
-        model: ModelConfig {
-            mlp: MlpConfig {
-                hidden: 32,
-                depth: 2,
-                embedding_dim: 16,
-                ..MlpConfig::default()
-            },
-            ..ModelConfig::default()
-        },
-        batch: 64,
-        steps,
-        seed: set.seed(),
-        engine,
-        checkpoint_every: 0,
-        ..TrainConfig::new(
-            "",
-            ModelConfig::default(),
-            LossConfig::new(
-                ScoreIdentity::Dsi,
-                Weighting::Uniform,
-                &TargetVariances::new(1.0, None).expect("variances"),
-            )
-            .expect("loss"),
-        )
-    };
-    sbi_config(set, SbiLoss::MixLearned, base).expect("config")
-}
-
-fn trainer(set: &Arc<SimulationSet>, cfg: TrainConfig) -> SbiTrainer {
-    let batches = SimulationBatches::new(set.clone(), &cfg).expect("batches");
-    Trainer::with_source(cfg, batches, &Device::Cpu, TrainerOptions::with_threads(2))
-        .expect("trainer")
+    common::config(set, SbiLoss::MixLearned, engine, steps)
 }
 
 /// Every tensor of a state, by list and name.
@@ -159,15 +124,7 @@ fn the_weight_is_checkpointed_resumed_bit_identically_and_ignored_by_sampling() 
             SbiLoss::MixLearned
         );
         let batches = SimulationBatches::new(set.clone(), &record.config).expect("batches");
-        let mut resumed: SbiTrainer = Trainer::resume_with_source(
-            &dir,
-            batches,
-            &Device::Cpu,
-            TrainerOptions::with_threads(1),
-        )
-        .expect("resume");
-        resumed.set_total_steps(40).expect("40");
-        resumed.run(Some(&dir), |_, _| {}).expect("20 more");
+        let resumed = resume_to(&dir, batches, 40);
         assert!(named(&straight) == named(&resumed), "{engine:?}");
         // The network loads for sampling from the checkpoint's EMA (the weight is skipped).
         let (record, state) = checkpoint::load(&dir).expect("load");

@@ -2,6 +2,8 @@
 //! checkpoint round-trips and resumes bit-identically, and a quick MIX run on
 //! `linear_gaussian` gives posterior samples close to the exact posterior.
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -10,53 +12,16 @@ use tsm_core::sampler::{Conditioned, SamplerConfig};
 use tsm_core::weighting::Weighting;
 use tsm_nn::candle::Device;
 use tsm_nn::engine::EngineKind;
-use tsm_nn::loss::{LossConfig, TargetVariances};
-use tsm_nn::sbi::{sbi_config, SbiLoss, SbiTrainer, SimulationBatches, SimulationSet};
+use tsm_nn::loss::LossConfig;
+use tsm_nn::sbi::{SbiLoss, SbiTrainer, SimulationBatches, SimulationSet};
 use tsm_nn::score::ModelConditionalScore;
 use tsm_nn::{checkpoint, MlpConfig, ModelConfig, TrainConfig, Trainer, TrainerOptions};
 use tsm_targets::sbi::SbiTask;
 
+use common::{config, resume_to, trainer};
+
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tsm-sbi-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
-/// A small conditional run on `task` with `loss`.
-fn config(set: &SimulationSet, loss: SbiLoss, engine: EngineKind, steps: u64) -> TrainConfig {
-    let base = TrainConfig {
-        model: ModelConfig {
-            mlp: MlpConfig {
-                hidden: 32,
-                depth: 2,
-                embedding_dim: 16,
-                ..MlpConfig::default()
-            },
-            ..ModelConfig::default()
-        },
-        batch: 64,
-        steps,
-        seed: set.seed(),
-        engine,
-        checkpoint_every: 0,
-        ..TrainConfig::new(
-            "",
-            ModelConfig::default(),
-            LossConfig::new(
-                ScoreIdentity::Dsi,
-                Weighting::Uniform,
-                &TargetVariances::new(1.0, None).expect("variances"),
-            )
-            .expect("loss"),
-        )
-    };
-    sbi_config(set, loss, base).expect("config")
-}
-
-fn trainer(set: &Arc<SimulationSet>, cfg: TrainConfig) -> SbiTrainer {
-    let batches = SimulationBatches::new(set.clone(), &cfg).expect("batches");
-    Trainer::with_source(cfg, batches, &Device::Cpu, TrainerOptions::with_threads(2))
-        .expect("trainer")
+    common::scratch("tsm-sbi", name)
 }
 
 fn flat(t: &SbiTrainer) -> Vec<f32> {
@@ -126,15 +91,7 @@ fn a_conditional_checkpoint_round_trips_and_resumes_bit_identically() {
                 .expect("set"),
         );
         let batches = SimulationBatches::new(again, &record.config).expect("batches");
-        let mut resumed: SbiTrainer = Trainer::resume_with_source(
-            &dir,
-            batches,
-            &Device::Cpu,
-            TrainerOptions::with_threads(1),
-        )
-        .expect("resume");
-        resumed.set_total_steps(60).expect("60");
-        resumed.run(Some(&dir), |_, _| {}).expect("30 more");
+        let resumed = resume_to(&dir, batches, 60);
         assert!(flat(&straight) == flat(&resumed), "{engine:?}");
         assert_eq!(straight.last_loss(), resumed.last_loss());
         // Another set (other budget) does not fit the record.
