@@ -20,7 +20,7 @@
 //! conditional mean given `(y, α)` is `∇log p_Y(y)` (Prop. 3.4), so each loss is minimised by
 //! the exact score (the argument of Prop. 2.3).
 //!
-//! The model must use the plain [`Parameterisation::Score`] output: the other
+//! The model must use the plain [`Parameterisation::Score`](crate::precond::Parameterisation::Score) output: the other
 //! parameterisations read `α_t`, `σ_t` of the diffusion schedule, which mean nothing here.
 //! The configuration's [`LossConfig::identity`](crate::loss::LossConfig) and weighting are
 //! not used by these batches (its time range is): the bridge identity is given to
@@ -43,8 +43,7 @@ use tsm_targets::GaussianMixture;
 use crate::config::TrainConfig;
 use crate::loss::{Batch, BatchSource};
 use crate::network::{Conditioning, ModelConfig};
-use crate::precond::Parameterisation;
-use crate::{Error, Result, ScoreModel};
+use crate::{Result, ScoreModel};
 
 /// A [`Trainer`](crate::Trainer) whose batches come from a bridge between `P0` and `P1`.
 pub type BridgeTrainer<'a, P0, P1> = crate::Trainer<'a, (), BridgeBatches<'a, P0, P1>>;
@@ -72,12 +71,12 @@ where
     ///
     /// # Errors
     /// - as [`TrainConfig::validate`];
-    /// - [`Error::TargetDimension`] when `p0` or `p1` does not have the model's dimension;
-    /// - [`Error::Config`] for a parameterisation other than `score`;
+    /// - [`crate::Error::TargetDimension`] when `p0` or `p1` does not have the model's dimension;
+    /// - [`crate::Error::Config`] for a parameterisation other than `score`;
     /// - [`tsm_core::Error::OutOfRange`] naming `alpha` for a range reaching 0 or 1 (`α` must
     ///   lie in `(0, 1)`), naming `noise_var` for a negative or non-finite `s²`;
     ///   [`tsm_core::Error::NonPositive`] for the DSI with `s² = 0`; a convex weight outside
-    ///   `[0, 1]` (all through [`Error::Core`]).
+    ///   `[0, 1]` (all through [`crate::Error::Core`]).
     pub fn new(
         p0: &'a P0,
         p1: &'a P1,
@@ -85,23 +84,7 @@ where
         identity: BridgeIdentity,
         cfg: &TrainConfig,
     ) -> Result<Self> {
-        cfg.validate()?;
-        let d = cfg.model.mlp.dim;
-        for p in [Dim::dim(p0), Dim::dim(p1)] {
-            if p != d {
-                return Err(Error::TargetDimension {
-                    model: d,
-                    target: p,
-                });
-            }
-        }
-        if cfg.model.parameterisation != Parameterisation::Score {
-            return Err(Error::config(format!(
-                "a bridge model is trained with the plain `score` output, not `{}` (the others \
-                 read a diffusion schedule's α_t and σ_t)",
-                cfg.model.parameterisation
-            )));
-        }
+        cfg.validate_plain_score(&[Dim::dim(p0), Dim::dim(p1)], "a bridge model")?;
         let range = cfg.loss.range()?;
         // Both ends of the α range must be valid bridges, and the identity defined there.
         for alpha in [range.t_min(), range.t_max()] {
@@ -212,7 +195,7 @@ impl ScoreError {
 /// `k`-th `α`), all pooled.
 ///
 /// # Errors
-/// A bad `α` or `noise_var` (typed, through [`Error::Core`]); mismatched dimensions; the
+/// A bad `α` or `noise_var` (typed, through [`crate::Error::Core`]); mismatched dimensions; the
 /// model's errors.
 pub fn score_error(
     model: &ScoreModel,
@@ -263,6 +246,8 @@ pub fn score_error(
 pub(crate) mod tests {
     use super::*;
     use crate::loss::{LossConfig, TargetVariances};
+    use crate::precond::Parameterisation;
+    use crate::Error;
     use crate::{MlpConfig, Trainer, TrainerOptions};
     use tsm_core::identity::ScoreIdentity;
     use tsm_core::weighting::Weighting;

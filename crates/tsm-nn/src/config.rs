@@ -68,6 +68,33 @@ pub struct TrainConfig {
 }
 
 impl TrainConfig {
+    /// Checks a run whose batches come from a model without a diffusion schedule (a bridge, a
+    /// non-additive noise model): the config itself, the `dims` of the model's parts against
+    /// the network's, and the plain `score` output (the other parameterisations read `α_t`
+    /// and `σ_t`). `what` names the model in the error.
+    ///
+    /// # Errors
+    /// As [`TrainConfig::validate`]; [`Error::TargetDimension`]; [`Error::Config`] for another
+    /// parameterisation.
+    pub fn validate_plain_score(&self, dims: &[usize], what: &str) -> Result<()> {
+        self.validate()?;
+        let d = self.model.mlp.dim;
+        if let Some(&p) = dims.iter().find(|&&p| p != d) {
+            return Err(Error::TargetDimension {
+                model: d,
+                target: p,
+            });
+        }
+        if self.model.parameterisation != crate::precond::Parameterisation::Score {
+            return Err(Error::config(format!(
+                "{what} is trained with the plain `score` output, not `{}` (the others read a \
+                 diffusion schedule's α_t and σ_t)",
+                self.model.parameterisation
+            )));
+        }
+        Ok(())
+    }
+
     /// A run on the target called `target` with `model` and `loss`, and the defaults for the
     /// rest: Adam as [`AdamConfig::default`], batch 512, 10 000 steps, seed 0, a checkpoint
     /// every 1000 steps, the CPU engine.

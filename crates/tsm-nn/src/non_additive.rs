@@ -18,7 +18,7 @@
 //!
 //! A noise model here is one noise level, so the network's time input is the constant
 //! [`NOISE_TIME`]; the model and its checkpoints are the ordinary ones, evaluated at that
-//! time. The model must use the plain [`Parameterisation::Score`] output (the others read a
+//! time. The model must use the plain [`Parameterisation::Score`](crate::precond::Parameterisation::Score) output (the others read a
 //! diffusion schedule). The configuration's identity, weighting and time range are not used.
 //!
 //! [`score_error`] measures a trained model against the exact score of an
@@ -38,8 +38,7 @@ use crate::bridge::ScoreError;
 use crate::config::TrainConfig;
 use crate::loss::{Batch, BatchSource};
 use crate::network::{Conditioning, ModelConfig};
-use crate::precond::Parameterisation;
-use crate::{Error, Result, ScoreModel};
+use crate::{Result, ScoreModel};
 
 /// The network's time input for a one-level noise model (any fixed value would do).
 pub const NOISE_TIME: f64 = 0.5;
@@ -76,8 +75,8 @@ impl<'a, T: Score + Sample, N: NoiseModel> NoisedBatches<'a, T, N> {
     /// Batches for the run `cfg`: `x ~ target`, `y ~ noise(· | x)`, the target of `loss`.
     ///
     /// # Errors
-    /// As [`TrainConfig::validate`]; [`Error::TargetDimension`] when the target or the noise
-    /// model does not have the model's dimension; [`Error::Config`] for a parameterisation
+    /// As [`TrainConfig::validate`]; [`crate::Error::TargetDimension`] when the target or the noise
+    /// model does not have the model's dimension; [`crate::Error::Config`] for a parameterisation
     /// other than `score`.
     pub fn new(
         target: &'a T,
@@ -85,23 +84,10 @@ impl<'a, T: Score + Sample, N: NoiseModel> NoisedBatches<'a, T, N> {
         loss: NonAdditiveLoss,
         cfg: &TrainConfig,
     ) -> Result<Self> {
-        cfg.validate()?;
-        let d = cfg.model.mlp.dim;
-        for p in [Dim::dim(target), Dim::dim(noise)] {
-            if p != d {
-                return Err(Error::TargetDimension {
-                    model: d,
-                    target: p,
-                });
-            }
-        }
-        if cfg.model.parameterisation != Parameterisation::Score {
-            return Err(Error::config(format!(
-                "a non-additive noise model is trained with the plain `score` output, not `{}` \
-                 (the others read a diffusion schedule's α_t and σ_t)",
-                cfg.model.parameterisation
-            )));
-        }
+        cfg.validate_plain_score(
+            &[Dim::dim(target), Dim::dim(noise)],
+            "a non-additive noise model",
+        )?;
         Ok(Self {
             target,
             noise,
@@ -220,6 +206,8 @@ pub fn score_error<M: ExactNoisedModel>(
 mod tests {
     use super::*;
     use crate::bridge::tests::config;
+    use crate::precond::Parameterisation;
+    use crate::Error;
     use tsm_core::noise_model::{LogNormal, Warped};
     use tsm_targets::noise::{LogGaussianMixture, WarpedMixture};
     use tsm_targets::GaussianMixture;
