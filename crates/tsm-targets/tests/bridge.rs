@@ -123,7 +123,7 @@ fn bridge_identities_match_the_exact_score_for_several_alpha() {
     }
 }
 
-/// The note's variance ordering: eq. 12's integrand is the low-variance one near `α = 1`,
+/// The expected variance ordering (docs/bridges-and-noise.md): eq. 12's integrand is the low-variance one near `α = 1`,
 /// eq. 13's near `α = 0` (their variances scale as `α⁻²` and `(1 − α)⁻²`: a factor ~80 here,
 /// far beyond the Monte Carlo error of the variance estimates).
 #[test]
