@@ -1,6 +1,7 @@
-//! Shared code of the Latent TSM figures (`ltsm_fig2`, `ltsm_fig5`; Ko & Geffner 2024): the
-//! network and optimiser sizes of a figure's SBI runs and one function that trains a
-//! conditional score model on a simulation set with a given loss.
+//! Shared code of the Latent TSM figures (`ltsm_fig1_variance`, `ltsm_fig2`, `ltsm_fig4_weight`,
+//! `ltsm_fig5`; Ko & Geffner 2024): the network and optimiser sizes of a figure's SBI runs, one
+//! function that trains a conditional score model on a simulation set with a given loss, and
+//! the CSV row of a DSM-weight curve.
 
 use std::sync::Arc;
 
@@ -13,6 +14,28 @@ use tsm_nn::loss::{LossConfig, TargetVariances};
 use tsm_nn::optim::AdamConfig;
 use tsm_nn::sbi::{sbi_config, SbiLoss, SbiTrainer, SimulationBatches, SimulationSet};
 use tsm_nn::{MlpConfig, ModelConfig, TrainConfig, TrainerOptions};
+
+/// One point of a DSM-weight curve `w(t)` (Figs. 4 and 5): a CSV row.
+#[derive(Debug, Clone, Serialize)]
+pub struct WeightRow {
+    /// The SBI task.
+    pub task: String,
+    /// Which curve (`monte_carlo`, `closed_form`, `learned`, …).
+    pub curve: &'static str,
+    /// The time.
+    pub t: f64,
+    /// The weight.
+    pub w: f64,
+    /// Its standard error, for an estimate.
+    pub std_err: Option<f64>,
+}
+
+impl WeightRow {
+    /// The `(t, w)` points of `rows`, for a plot.
+    pub fn points(rows: &[Self]) -> Vec<(f64, f64)> {
+        rows.iter().map(|r| (r.t, r.w)).collect()
+    }
+}
 
 /// The sizes of a figure's SBI training runs (everything else is the `sbi train` default:
 /// cosine schedule, score parameterisation, uniform weighting on `[10⁻³, 1 − 10⁻³]`, CPU

@@ -29,6 +29,7 @@ use plotters::chart::SeriesLabelPosition;
 use serde::Serialize;
 use tsm_core::schedule::Cosine;
 use tsm_core::simulator::{estimate_optimal_weight, LatentMix};
+use tsm_experiments::ltsm::WeightRow;
 use tsm_experiments::output::RunTimer;
 use tsm_experiments::plot::{save_svg_png, Panel, PanelGrid, Series, Style};
 use tsm_experiments::{init_tracing, FigureArgs, OutputDir};
@@ -42,16 +43,6 @@ use tsm_targets::sbi::SbiTask;
 struct Args {
     #[command(flatten)]
     common: FigureArgs,
-}
-
-/// One CSV row.
-#[derive(Debug, Serialize)]
-struct Row {
-    task: String,
-    curve: &'static str,
-    t: f64,
-    w: f64,
-    std_err: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -124,7 +115,7 @@ fn main() -> anyhow::Result<()> {
             max_dev = max_dev.max(dev);
             within_2 += usize::from(dev < 2.0);
             within_5 += usize::from(dev < 5.0);
-            let row = |curve, w, std_err| Row {
+            let row = |curve, w, std_err| WeightRow {
                 task: name.clone(),
                 curve,
                 t,
@@ -159,7 +150,7 @@ fn main() -> anyhow::Result<()> {
             within_2_std_errs: within_2,
             within_5_std_errs: within_5,
         });
-        let points = |r: &[Row]| r.iter().map(|r| (r.t, r.w)).collect::<Vec<_>>();
+        let points = WeightRow::points;
         let band = |sign: f64| {
             mc.iter()
                 .map(|r| (r.t, r.w + sign * 2.0 * r.std_err.unwrap_or(0.0)))

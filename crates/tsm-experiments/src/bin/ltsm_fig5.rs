@@ -29,7 +29,7 @@ use serde::Serialize;
 use tsm_core::schedule::Cosine;
 use tsm_core::simulator::{estimate_optimal_weight, LatentMix};
 use tsm_core::weighting::TimeRange;
-use tsm_experiments::ltsm::{train_sbi, RunSizes};
+use tsm_experiments::ltsm::{train_sbi, RunSizes, WeightRow};
 use tsm_experiments::output::RunTimer;
 use tsm_experiments::plot::{save_svg_png, Panel, PanelGrid, Series, Style};
 use tsm_experiments::training::tune_cpu;
@@ -44,15 +44,6 @@ use tsm_targets::sbi::SbiTask;
 struct Args {
     #[command(flatten)]
     common: FigureArgs,
-}
-
-#[derive(Debug, Serialize)]
-struct Row {
-    task: String,
-    curve: &'static str,
-    t: f64,
-    w: f64,
-    std_err: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -125,7 +116,7 @@ fn main() -> anyhow::Result<()> {
         let curve = |curve: &'static str, w: &dyn Fn(f64) -> anyhow::Result<f64>| {
             grid.iter()
                 .map(|&t| {
-                    Ok(Row {
+                    Ok(WeightRow {
                         task: name.clone(),
                         curve,
                         t,
@@ -146,7 +137,7 @@ fn main() -> anyhow::Result<()> {
         for (i, &t) in mc_times.iter().enumerate() {
             let mut rng = tsm_core::rng::stream(seed.wrapping_add(1), i as u64);
             let e = estimate_optimal_weight(reference.joint_scores(), d, &Cosine, t, &mut rng)?;
-            mc_rows.push(Row {
+            mc_rows.push(WeightRow {
                 task: name.clone(),
                 curve: "monte_carlo",
                 t,
@@ -182,7 +173,7 @@ fn main() -> anyhow::Result<()> {
             max_logit_gap,
             train_seconds,
         });
-        let points = |r: &[Row]| r.iter().map(|r| (r.t, r.w)).collect::<Vec<_>>();
+        let points = WeightRow::points;
         panels.push(
             Panel::new(
                 format!("{name} (F = {f_ref:.1}, d = {d})"),
