@@ -697,18 +697,9 @@ mod tests {
         let err = "kappa".parse::<SbiLoss>().unwrap_err().to_string();
         assert!(err.contains("ltsm") && err.contains("mix_learned"), "{err}");
         let set = SimulationSet::simulate(SbiTask::LinearGaussian, 100, 0, |_| {}).expect("set");
-        let base = TrainConfig::new(
-            "",
-            ModelConfig::default(),
-            crate::loss::LossConfig::new(
-                ScoreIdentity::Dsi,
-                tsm_core::weighting::Weighting::Uniform,
-                &crate::loss::TargetVariances::new(1.0, None).expect("v"),
-            )
-            .expect("loss"),
-        );
-        // mix_learned records mix's identity (its batches' unused `target`) and refuses a
-        // range reaching σ_t = 0 (A and the log-SNR infinite) or α_t = 0 (B infinite).
+        let base = base_config(0); // TrainConfig::new's seed
+                                   // mix_learned records mix's identity (its batches' unused `target`) and refuses a
+                                   // range reaching σ_t = 0 (A and the log-SNR infinite) or α_t = 0 (B infinite).
         let learned = sbi_config(&set, SbiLoss::MixLearned, base.clone()).expect("learned");
         assert_eq!(
             learned.simulation.map(|s| s.loss),
@@ -759,13 +750,11 @@ mod tests {
         assert!(LearnedWeight::optimal(0.0, 2).is_err());
     }
 
-    #[test]
-    fn mix_learned_batches_carry_both_targets_and_the_features() {
-        let set = Arc::new(
-            SimulationSet::simulate(SbiTask::LinearGaussian, 500, 2, |_| {}).expect("set"),
-        );
-        let base = TrainConfig {
-            seed: 2,
+    /// The default training config (DSI, uniform weighting, `σ_data² = 1`) with `seed`: the
+    /// base that `sbi_config` specialises.
+    fn base_config(seed: u64) -> TrainConfig {
+        TrainConfig {
+            seed,
             ..TrainConfig::new(
                 "",
                 ModelConfig::default(),
@@ -776,7 +765,15 @@ mod tests {
                 )
                 .expect("loss"),
             )
-        };
+        }
+    }
+
+    #[test]
+    fn mix_learned_batches_carry_both_targets_and_the_features() {
+        let set = Arc::new(
+            SimulationSet::simulate(SbiTask::LinearGaussian, 500, 2, |_| {}).expect("set"),
+        );
+        let base = base_config(2);
         let cfg = sbi_config(&set, SbiLoss::MixLearned, base.clone()).expect("cfg");
         let batches = SimulationBatches::new(set.clone(), &cfg).expect("batches");
         let b = batches
@@ -818,19 +815,7 @@ mod tests {
         let set = Arc::new(
             SimulationSet::simulate(SbiTask::LinearGaussian, 40_000, 1, |_| {}).expect("set"),
         );
-        let base = TrainConfig {
-            seed: 1,
-            ..TrainConfig::new(
-                "",
-                ModelConfig::default(),
-                crate::loss::LossConfig::new(
-                    ScoreIdentity::Dsi,
-                    tsm_core::weighting::Weighting::Uniform,
-                    &crate::loss::TargetVariances::new(1.0, None).expect("v"),
-                )
-                .expect("loss"),
-            )
-        };
+        let base = base_config(1);
         let mut stats = Vec::new();
         for loss in [SbiLoss::Dsm, SbiLoss::Ltsm] {
             let cfg = sbi_config(&set, loss, base.clone()).expect("cfg");
