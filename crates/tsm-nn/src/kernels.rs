@@ -10,7 +10,7 @@
 //!
 //! Users do not set `RUSTFLAGS`, so each elementwise kernel is compiled three times by
 //! [`vector_dispatch!`] (AVX-512 enabled, AVX2 enabled, and the baseline target) and the
-//! widest copy the CPU has is chosen at run time ([`gemm_path`], which also follows
+//! widest copy the CPU has is chosen at run time ([`vector_path`], which also follows
 //! tsm-core's `fastmath` cap). All copies run the same IEEE operations in the same order
 //! (Rust never contracts `a * b + c` into an FMA on its own), so they give the same bits
 //! (tested, each forced in turn).
@@ -90,7 +90,7 @@ fn silu_backward_body(da: &[f32], z: &[f32], sig: &[f32], dz: &mut [f32], db: &m
 }
 
 /// Defines `$name` that runs `$kernel` (an `#[inline(always)]` function of plain Rust) compiled
-/// with AVX-512, with AVX2, or for the baseline target, whichever [`gemm_path`] allows: the
+/// with AVX-512, with AVX2, or for the baseline target, whichever [`vector_path`] allows: the
 /// same bits on every path, only wider vectors.
 macro_rules! vector_dispatch {
     ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) => $kernel:path) => {
@@ -99,7 +99,7 @@ macro_rules! vector_dispatch {
         $vis fn $name($($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
             {
-                use $crate::kernels::{gemm_path, GemmPath};
+                use $crate::kernels::{vector_path, VectorPath};
                 #[target_feature(enable = "avx512f,avx2")]
                 unsafe fn avx512($($arg: $ty),*) {
                     $kernel($($arg),*)
@@ -108,11 +108,11 @@ macro_rules! vector_dispatch {
                 unsafe fn avx2($($arg: $ty),*) {
                     $kernel($($arg),*)
                 }
-                match gemm_path() {
-                    // SAFETY: `gemm_path` reports a path only where the CPU has its features.
-                    GemmPath::Avx512 => return unsafe { avx512($($arg),*) },
-                    GemmPath::Avx2Fma => return unsafe { avx2($($arg),*) },
-                    GemmPath::Portable => {}
+                match vector_path() {
+                    // SAFETY: `vector_path` reports a path only where the CPU has its features.
+                    VectorPath::Avx512 => return unsafe { avx512($($arg),*) },
+                    VectorPath::Avx2Fma => return unsafe { avx2($($arg),*) },
+                    VectorPath::Portable => {}
                 }
             }
             $kernel($($arg),*)
@@ -145,9 +145,10 @@ fn silu_backward_checked(da: &[f32], z: &[f32], sig: &[f32], dz: &mut [f32], db:
     silu_backward_body(da, z, sig, dz, db)
 }
 
-/// Which matrix-product path [`gemm`] takes: AVX-512, AVX2 with FMA, or the portable one.
+/// Which vector path [`gemm`] and the [`vector_dispatch!`] kernels take: AVX-512, AVX2 with
+/// FMA, or the portable one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum GemmPath {
+pub enum VectorPath {
     /// Scalar `f32::mul_add` (a correctly rounded fused multiply–add, in software where the
     /// CPU has none: exact but slow).
     Portable,
@@ -157,43 +158,43 @@ pub enum GemmPath {
     Avx512,
 }
 
-/// The highest [`GemmPath`] the dispatch may take (tests lower it to force each path).
-static GEMM_CAP: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(2);
+/// The highest [`VectorPath`] the dispatch may take (tests lower it to force each path).
+static VECTOR_CAP: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(2);
 
-/// The path [`gemm`] takes on this CPU: the widest it has, at most the cap, and never above
+/// The path [`gemm`] and the dispatched kernels take on this CPU: the widest it has, at most the cap, and never above
 /// the workspace's [`tsm_core::fastmath::level`] (so capping that to the portable level caps
 /// this too).
-pub fn gemm_path() -> GemmPath {
-    let cap = GEMM_CAP.load(std::sync::atomic::Ordering::Relaxed);
+pub fn vector_path() -> VectorPath {
+    let cap = VECTOR_CAP.load(std::sync::atomic::Ordering::Relaxed);
     #[cfg(target_arch = "x86_64")]
     {
         use tsm_core::fastmath::{level, Level};
         if level() >= Level::Avx2 && std::arch::is_x86_feature_detected!("fma") {
             if cap >= 2 && std::arch::is_x86_feature_detected!("avx512f") {
-                return GemmPath::Avx512;
+                return VectorPath::Avx512;
             }
             if cap >= 1 {
-                return GemmPath::Avx2Fma;
+                return VectorPath::Avx2Fma;
             }
         }
     }
     let _ = cap;
-    GemmPath::Portable
+    VectorPath::Portable
 }
 
-/// Runs `f` with [`gemm`] capped at `path`, then restores the cap (calls serialised by a lock).
+/// Runs `f` with the vector paths capped at `path`, then restores the cap (calls serialised by a lock).
 #[cfg(test)]
-pub fn with_gemm_cap<T>(path: GemmPath, f: impl FnOnce() -> T) -> T {
+pub fn with_vector_cap<T>(path: VectorPath, f: impl FnOnce() -> T) -> T {
     use std::sync::atomic::Ordering;
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _guard = LOCK
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let previous = GEMM_CAP.swap(path as u8, Ordering::Relaxed);
+    let previous = VECTOR_CAP.swap(path as u8, Ordering::Relaxed);
     struct Restore(u8);
     impl Drop for Restore {
         fn drop(&mut self) {
-            GEMM_CAP.store(self.0, std::sync::atomic::Ordering::Relaxed);
+            VECTOR_CAP.store(self.0, std::sync::atomic::Ordering::Relaxed);
         }
     }
     let _restore = Restore(previous);
@@ -242,15 +243,15 @@ pub fn gemm(
     );
     assert!(k == 0 || (k - 1) * ldb + n <= b.len(), "gemm: B too short");
     assert!((m - 1) * ldc + n <= c.len(), "gemm: C too short");
-    match gemm_path() {
+    match vector_path() {
         #[cfg(target_arch = "x86_64")]
-        GemmPath::Avx512 => {
-            // SAFETY: `gemm_path` reports AVX-512 only where the CPU has avx512f and fma.
+        VectorPath::Avx512 => {
+            // SAFETY: `vector_path` reports AVX-512 only where the CPU has avx512f and fma.
             unsafe { gemm_avx512(m, n, k, a, b, ldb, c, ldc, accumulate) }
         }
         #[cfg(target_arch = "x86_64")]
-        GemmPath::Avx2Fma => {
-            // SAFETY: `gemm_path` reports AVX2+FMA only where the CPU has both.
+        VectorPath::Avx2Fma => {
+            // SAFETY: `vector_path` reports AVX2+FMA only where the CPU has both.
             unsafe { gemm_avx2(m, n, k, a, b, ldb, c, ldc, accumulate) }
         }
         _ => edge(0, m, 0, n, k, a, b, ldb, c, ldc, accumulate),
@@ -539,11 +540,15 @@ mod tests {
             [z, a, s, dz, db].map(|v| bits(&v))
         };
         let want = run(&bias_silu_body, &silu_backward_body);
-        for path in [GemmPath::Portable, GemmPath::Avx2Fma, GemmPath::Avx512] {
-            if path > with_gemm_cap(GemmPath::Avx512, gemm_path) {
+        for path in [
+            VectorPath::Portable,
+            VectorPath::Avx2Fma,
+            VectorPath::Avx512,
+        ] {
+            if path > with_vector_cap(VectorPath::Avx512, vector_path) {
                 continue;
             }
-            let got = with_gemm_cap(path, || run(&bias_silu, &silu_backward));
+            let got = with_vector_cap(path, || run(&bias_silu, &silu_backward));
             assert!(got == want, "{path:?} differs from the portable body");
         }
     }
@@ -593,15 +598,19 @@ mod tests {
     }
 
     #[test]
-    fn gemm_paths_give_the_same_bits_as_the_naive_chain_and_f64() {
+    fn vector_paths_give_the_same_bits_as_the_naive_chain_and_f64() {
         // Shapes of the training step (forward, weight gradient, input gradient) shrunk, with
         // ragged edges on both sides, for each path this CPU has, forced in turn.
         let wave =
             |k: usize, f: f32| -> Vec<f32> { (0..k).map(|i| (i as f32 * f).sin()).collect() };
-        let paths: Vec<GemmPath> = [GemmPath::Portable, GemmPath::Avx2Fma, GemmPath::Avx512]
-            .into_iter()
-            .filter(|&p| p <= gemm_path())
-            .collect();
+        let paths: Vec<VectorPath> = [
+            VectorPath::Portable,
+            VectorPath::Avx2Fma,
+            VectorPath::Avx512,
+        ]
+        .into_iter()
+        .filter(|&p| p <= vector_path())
+        .collect();
         for &(m, n, k) in &[
             (37, 67, 29),
             (8, 32, 5),
@@ -632,7 +641,7 @@ mod tests {
             ] {
                 let want = naive(m, n, k, lhs, &b, n);
                 for &path in &paths {
-                    let (c, c_acc) = with_gemm_cap(path, || {
+                    let (c, c_acc) = with_vector_cap(path, || {
                         let mut c = vec![f32::NAN; m * n];
                         gemm(m, n, k, lhs, &b, n, &mut c, n, false);
                         let mut c_acc = c0.clone();
