@@ -102,24 +102,25 @@ mod tests {
 
     #[test]
     fn every_vector_path_gives_the_same_bits() {
-        use tsm_core::fastmath::{available_levels, with_cap};
+        // AVX-512, AVX2 and portable (each this CPU has, forced in turn) against portable.
+        use crate::kernels::{vector_path, with_vector_cap, VectorPath};
         let t: Vec<f64> = (0..37).map(|i| i as f64 / 36.0).collect();
         let freqs = frequencies(64);
-        let run = |level| {
-            with_cap(Some(level), || {
+        let run = |path| {
+            with_vector_cap(path, || {
                 let mut out = vec![0.0f32; t.len() * 128];
                 embed_into(&t, &freqs, 1000.0, &mut out);
                 out.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
             })
         };
-        let levels = available_levels();
-        let first = run(levels[0]);
-        for &level in &levels[1..] {
-            assert!(
-                run(level) == first,
-                "{level:?} differs from {:?}",
-                levels[0]
-            );
+        let portable = run(VectorPath::Portable);
+        for path in [VectorPath::Avx2Fma, VectorPath::Avx512] {
+            if path <= with_vector_cap(VectorPath::Avx512, vector_path) {
+                assert!(
+                    run(path) == portable,
+                    "{path:?} differs from the portable path"
+                );
+            }
         }
     }
 
