@@ -3,6 +3,7 @@
 
 use candle::{Device, Tensor};
 
+use super::pair::Pair;
 use super::NamedState;
 use crate::kernels::{self, gemm, Lhs};
 use crate::loss::{Batch, MixTargets};
@@ -50,7 +51,8 @@ pub struct CpuEngine {
     wt: Vec<f32>,
     /// Buffers of the two half-batches, kept across steps so that a step allocates nothing.
     scratch: Box<[Scratch; 2]>,
-    pool: Option<rayon::ThreadPool>,
+    /// The helper thread that runs the second half of each fork (`None`: one thread).
+    pair: Option<Pair>,
 }
 
 /// One half-batch's activations and gradients.
@@ -89,22 +91,87 @@ fn flatten(named: &[(String, Tensor)]) -> Result<Vec<f32>> {
     Ok(out)
 }
 
-/// Writes `Wᵀ` of every layer of `theta` into `wt` (same offsets), in 16 × 16 blocks so that
-/// both the reads and the writes stay within a few cache lines.
-fn transpose_weights(slots: &[LayerSlot], theta: &[f32], wt: &mut Vec<f32>) {
+/// Writes the part `wt[offset..offset + wt.len()]` of `Wᵀ` of every layer of `theta` (the
+/// transposed layer at the layer's own offset, `[fan_in, fan_out]`; the bias entries are left
+/// alone), in 16 × 16 blocks so that both the reads and the writes stay within a few cache
+/// lines. Two threads fill the two halves of the buffer at once.
+fn transpose_weights(slots: &[LayerSlot], theta: &[f32], wt: &mut [f32], offset: usize) {
     const B: usize = 16;
-    wt.resize(theta.len(), 0.0);
+    let end = offset + wt.len();
     for s in slots {
-        let w = &theta[s.w..s.w + s.fan_in * s.fan_out];
-        let t = &mut wt[s.w..s.w + s.fan_in * s.fan_out];
-        for o0 in (0..s.fan_out).step_by(B) {
-            for k0 in (0..s.fan_in).step_by(B) {
+        let size = s.fan_in * s.fan_out;
+        // The rows k of this layer's Wᵀ that meet [offset, end).
+        let (lo, hi) = (offset.max(s.w), end.min(s.w + size));
+        if lo >= hi {
+            continue;
+        }
+        let (k_lo, k_hi) = ((lo - s.w) / s.fan_out, (hi - s.w).div_ceil(s.fan_out));
+        let w = &theta[s.w..s.w + size];
+        for k0 in (k_lo..k_hi).step_by(B) {
+            for o0 in (0..s.fan_out).step_by(B) {
                 for o in o0..(o0 + B).min(s.fan_out) {
-                    for k in k0..(k0 + B).min(s.fan_in) {
-                        t[k * s.fan_out + o] = w[o * s.fan_in + k];
+                    for k in k0..(k0 + B).min(k_hi) {
+                        let at = s.w + k * s.fan_out + o;
+                        if (lo..hi).contains(&at) {
+                            wt[at - offset] = w[o * s.fan_in + k];
+                        }
                     }
                 }
             }
+        }
+    }
+}
+
+/// Runs `a` and `b` on the two threads of `pair`, or one after the other without one.
+fn fork(pair: Option<&Pair>, a: impl FnOnce(), b: impl FnOnce() + Send) {
+    match pair {
+        Some(pair) => {
+            pair.join(a, b);
+        }
+        None => {
+            a();
+            b();
+        }
+    }
+}
+
+/// One thread's share of the update: the parameters `offset..offset + theta.len()` of the
+/// flat buffers, whose network part ends at `end` (a `mix_learned` run's coefficients follow).
+struct Update<'a> {
+    offset: usize,
+    end: usize,
+    theta: &'a mut [f32],
+    /// The first half-batch's gradient, to which the second's (`other`) is added.
+    grad: &'a mut [f32],
+    other: &'a [f32],
+    m: &'a mut [f32],
+    v: &'a mut [f32],
+    ema: &'a mut [f32],
+}
+
+impl Update<'_> {
+    /// Sums the halves' gradients, then Adam + EMA: the network at `adam`'s rate, a
+    /// `mix_learned` run's coefficients at their own (`LearnedWeight::LR_GAIN`).
+    fn run(self, adam: &AdamConfig, step: u64) {
+        for (a, b) in self.grad.iter_mut().zip(self.other) {
+            *a += b;
+        }
+        let fast = AdamConfig {
+            lr: adam.lr * LearnedWeight::LR_GAIN,
+            ..*adam
+        };
+        let len = self.theta.len();
+        let split = self.end.clamp(self.offset, self.offset + len) - self.offset;
+        for (part, cfg) in [(0..split, adam), (split..len, &fast)] {
+            adam_ema_update(
+                cfg,
+                step,
+                &mut self.theta[part.clone()],
+                &self.grad[part.clone()],
+                &mut self.m[part.clone()],
+                &mut self.v[part.clone()],
+                &mut self.ema[part],
+            );
         }
     }
 }
@@ -133,10 +200,11 @@ fn columns(data: &[f32], cols: usize) -> Lhs<'_> {
 }
 
 impl CpuEngine {
-    /// Builds the engine from a state, with a pool of `threads` threads (0: the machine's
-    /// [`available_parallelism`](std::thread::available_parallelism); 1: no pool) that runs
-    /// the two half-batches side by side. The results are the same bits whatever `threads`
-    /// (see the [parent module](super)).
+    /// Builds the engine from a state for `threads` threads (0: the machine's
+    /// [`available_parallelism`](std::thread::available_parallelism)). With two or more, a
+    /// helper thread runs the second half-batch and half of the update beside the caller
+    /// (the step has two halves, so more threads would idle); with 1, the caller runs it all.
+    /// The results are the same bits whatever `threads` (see the [parent module](super)).
     ///
     /// # Errors
     /// Shape mismatches with `cfg`.
@@ -166,25 +234,34 @@ impl CpuEngine {
             0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
             n => n,
         };
-        // A pool that cannot be built leaves the halves on the caller's thread: the same bits.
-        let pool = if threads > 1 {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .ok()
-        } else {
-            None
-        };
+        // A helper that cannot be started leaves everything on the caller: the same bits.
+        let pair = if threads > 1 { Pair::new() } else { None };
+        let (m, v, ema) = (
+            flatten(&state.adam_m)?,
+            flatten(&state.adam_v)?,
+            flatten(&state.ema)?,
+        );
+        if [m.len(), v.len(), ema.len()] != [theta.len(); 3] {
+            return Err(Error::config(format!(
+                "state has {} parameters but {}, {} and {} Adam moments and EMA weights",
+                theta.len(),
+                m.len(),
+                v.len(),
+                ema.len()
+            )));
+        }
+        let mut wt = vec![0.0; theta.len()];
+        transpose_weights(&slots, &theta, &mut wt, 0);
         Ok(Self {
             cfg: *cfg,
             slots,
-            m: flatten(&state.adam_m)?,
-            v: flatten(&state.adam_v)?,
-            ema: flatten(&state.ema)?,
+            m,
+            v,
+            ema,
             theta,
-            wt: Vec::new(),
+            wt,
             scratch: Default::default(),
-            pool,
+            pair,
         })
     }
 
@@ -379,14 +456,14 @@ impl CpuEngine {
     fn halves(
         net: Net<'_>,
         scratch: &mut [Scratch; 2],
-        pool: Option<&rayon::ThreadPool>,
+        pair: Option<&Pair>,
         b: &Batch,
         want_grad: bool,
     ) -> Result<f64> {
         let mid = b.n / 2;
         let [first, second] = scratch;
-        let (l1, l2) = match pool {
-            Some(pool) if mid > 0 => pool.join(
+        let (l1, l2) = match pair {
+            Some(pair) if mid > 0 => pair.join(
                 || Self::half(net, first, b, 0..mid, want_grad),
                 || Self::half(net, second, b, mid..b.n, want_grad),
             ),
@@ -395,14 +472,7 @@ impl CpuEngine {
                 Self::half(net, second, b, mid..b.n, want_grad),
             ),
         };
-        let (l1, l2) = (l1?, l2?);
-        let loss = l1 + l2;
-        if want_grad && loss.is_finite() {
-            for (a, b) in first.grad.iter_mut().zip(&second.grad) {
-                *a += b;
-            }
-        }
-        Ok(loss)
+        Ok(l1? + l2?)
     }
 
     /// The loss on a batch without updating.
@@ -410,15 +480,15 @@ impl CpuEngine {
     /// # Errors
     /// Tensor errors.
     pub fn loss(&self, b: &Batch) -> Result<f64> {
-        let mut wt = Vec::new();
-        transpose_weights(&self.slots, &self.theta, &mut wt);
+        let mut wt = vec![0.0; self.theta.len()];
+        transpose_weights(&self.slots, &self.theta, &mut wt, 0);
         let net = Net {
             cfg: &self.cfg,
             slots: &self.slots,
             theta: &self.theta,
             wt: &wt,
         };
-        Self::halves(net, &mut Default::default(), self.pool.as_ref(), b, false)
+        Self::halves(net, &mut Default::default(), self.pair.as_ref(), b, false)
     }
 
     /// One Adam step (`step ≥ 1`); returns the loss before the update.
@@ -426,36 +496,56 @@ impl CpuEngine {
     /// # Errors
     /// [`Error::NonFiniteLoss`] (nothing updated), tensor errors.
     pub fn step(&mut self, b: &Batch, adam: &AdamConfig, step: u64) -> Result<f64> {
-        transpose_weights(&self.slots, &self.theta, &mut self.wt);
         let net = Net {
             cfg: &self.cfg,
             slots: &self.slots,
             theta: &self.theta,
             wt: &self.wt,
         };
-        let loss = Self::halves(net, &mut self.scratch, self.pool.as_ref(), b, true)?;
-        let grad = &self.scratch[0].grad;
+        let loss = Self::halves(net, &mut self.scratch, self.pair.as_ref(), b, true)?;
         if !loss.is_finite() {
             return Err(Error::NonFiniteLoss { step, value: loss });
         }
-        // The network, then a mix_learned run's coefficients at their own learning rate
-        // (LearnedWeight::LR_GAIN); the update is elementwise, so the split changes no bit.
+        // Both threads update half of the parameters (the update is elementwise, so the
+        // split changes no bit), then each transposes half of the new `Wᵀ` for the next step.
+        let mid = self.theta.len() / 2;
+        let [first, second] = &mut *self.scratch;
+        let (g1, g2) = first.grad.split_at_mut(mid);
+        let (t1, t2) = self.theta.split_at_mut(mid);
+        let (m1, m2) = self.m.split_at_mut(mid);
+        let (v1, v2) = self.v.split_at_mut(mid);
+        let (e1, e2) = self.ema.split_at_mut(mid);
         let end = self.slots.last().map_or(0, |s| s.b + s.fan_out);
-        let fast = AdamConfig {
-            lr: adam.lr * LearnedWeight::LR_GAIN,
-            ..*adam
+        let (h1, h2) = second.grad.split_at(mid);
+        let lower = Update {
+            offset: 0,
+            end,
+            theta: t1,
+            grad: g1,
+            other: h1,
+            m: m1,
+            v: v1,
+            ema: e1,
         };
-        for (part, cfg) in [(0..end, adam), (end..self.theta.len(), &fast)] {
-            adam_ema_update(
-                cfg,
-                step,
-                &mut self.theta[part.clone()],
-                &grad[part.clone()],
-                &mut self.m[part.clone()],
-                &mut self.v[part.clone()],
-                &mut self.ema[part],
-            );
-        }
+        let upper = Update {
+            offset: mid,
+            end,
+            theta: t2,
+            grad: g2,
+            other: h2,
+            m: m2,
+            v: v2,
+            ema: e2,
+        };
+        let (slots, pair) = (&self.slots, self.pair.as_ref());
+        fork(pair, || lower.run(adam, step), || upper.run(adam, step));
+        let (w1, w2) = self.wt.split_at_mut(mid);
+        let theta = &self.theta;
+        fork(
+            pair,
+            || transpose_weights(slots, theta, w1, 0),
+            || transpose_weights(slots, theta, w2, mid),
+        );
         Ok(loss)
     }
 
@@ -503,8 +593,8 @@ mod tests {
     use crate::loss::{BatchSampler, LossConfig};
     use crate::network::{init_parameters, ModelConfig};
 
-    /// The flat parameters, EMA and moments of `steps` Adam steps on the same batches with a
-    /// pool of `threads` threads.
+    /// The flat parameters, EMA and moments of `steps` Adam steps on the same batches with
+    /// `threads` threads.
     fn train(threads: usize, steps: u64) -> Vec<u32> {
         let target = named::eight_modes();
         let model = ModelConfig {
@@ -544,8 +634,8 @@ mod tests {
 
     #[test]
     fn the_bits_do_not_depend_on_the_thread_count() {
-        // Before, the pool had 2 threads whatever the caller asked; now it has the caller's
-        // count (0: the machine's), and 1, 2, 3 and the machine's give the same bits.
+        // 1 thread runs both halves and the whole update on the caller; 2, 3 and the
+        // machine's count (0) split them with the helper thread: the same bits.
         let one = train(1, 3);
         for threads in [2, 3, 0] {
             assert!(train(threads, 3) == one, "{threads} threads differ from 1");

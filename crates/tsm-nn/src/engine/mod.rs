@@ -2,21 +2,24 @@
 //!
 //! - [`CandleEngine`]: the network as candle-nn `Linear`s, the loss as tensor ops, gradients by
 //!   candle's `backward()`, Adam as tensor ops. Runs on any device (CPU, CUDA, Metal).
-//! - [`CpuEngine`]: the same maths with a hand-written backward on CPU `f32` buffers: candle's
-//!   own register-blocked matrix product (AVX-512, AVX2 + FMA or portable, the same bits on
+//! - [`CpuEngine`]: the same maths with a hand-written backward on CPU `f32` buffers: the
+//!   crate's own register-blocked matrix product (AVX-512, AVX2 + FMA or portable, the same bits on
 //!   each) and fused bias + SiLU kernels with a vectorised `exp` (the crate's private
 //!   `kernels.rs`), buffers reused across steps, no autograd graph, the first layer's unused
 //!   input gradient skipped, and one fused Adam + EMA loop over a flat parameter buffer. The
-//!   batch is split into two halves whose gradients are summed in a fixed order; the halves
-//!   run side by side on a pool of the caller's `threads` (each half on one thread). So
-//!   results do not depend on the thread count (tested for 1, 2 and 3 threads).
+//!   batch is split into two halves whose gradients are summed in a fixed order; with two or
+//!   more `threads` the caller runs one half and a helper thread the other (`pair.rs`: it
+//!   spins between jobs instead of sleeping, so a fork costs about a microsecond, not a
+//!   futex wake-up), and they then split the Adam update and the weight transpose, which
+//!   are elementwise. So results do not depend on the thread count (tested for 1, 2 and 3
+//!   threads).
 //!
 //! Both compute, for a [`Batch`], `ℓ = (1/n) Σᵢ λᵢ ‖sᵢ − Lᵢ‖²` with
 //! `sᵢ = c_skip xᵢ + c_out F([c_in xᵢ, emb(tᵢ)]) + c_score ∇log p_0(xᵢ)`, and the same Adam
 //! update ([`crate::optim`]); they agree to float rounding (tested).
 //!
 //! Layout: this file has the [`Engine`] that the trainer drives, [`EngineKind`] and the
-//! [`NamedState`] both engines load and save; `candle.rs` and `cpu.rs` have one engine each.
+//! [`NamedState`] both engines load and save; `candle.rs` and `cpu.rs` have one engine each, `pair.rs` the CPU engine's helper thread.
 
 use ::candle::{Device, Tensor};
 
@@ -27,6 +30,7 @@ use crate::{Error, Result};
 
 mod candle;
 mod cpu;
+mod pair;
 
 pub use self::candle::CandleEngine;
 pub use self::cpu::CpuEngine;
