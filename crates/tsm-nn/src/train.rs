@@ -190,6 +190,12 @@ fn non_finite_tensor(state: &NamedState) -> Result<Option<String>> {
     Ok(None)
 }
 
+/// The batch of step `k` of a run of `cfg`: drawn by `sampler` from the stream `(seed, k)`.
+fn draw_batch<S: BatchSource>(sampler: &S, cfg: &TrainConfig, k: u64) -> Result<Batch> {
+    let mut rng = tsm_core::rng::stream(cfg.seed, k);
+    sampler.sample(&mut rng, cfg.batch, None)
+}
+
 /// Marks the target type and lifetime of a [`Trainer`] whose batches do not hold them.
 type TargetMarker<'a, T> = std::marker::PhantomData<(&'a (), fn() -> T)>;
 
@@ -414,8 +420,7 @@ impl<'a, T, S: BatchSource> Trainer<'a, T, S> {
     /// # Errors
     /// As [`BatchSource::sample`].
     pub fn batch_of_step(&self, k: u64) -> Result<Batch> {
-        let mut rng = tsm_core::rng::stream(self.cfg.seed, k);
-        self.sampler.sample(&mut rng, self.cfg.batch, None)
+        draw_batch(&self.sampler, &self.cfg, k)
     }
 
     /// The sampler of training batches.
@@ -451,20 +456,42 @@ impl<'a, T, S: BatchSource> Trainer<'a, T, S> {
     /// [`Error::Diverged`] naming the step (see the [module docs](self)), with the last
     /// checkpoint left as it was; I/O.
     pub fn run(&mut self, dir: Option<&Path>, mut on_step: impl FnMut(u64, f64)) -> Result<()> {
+        // While the engine applies a step's update, this thread checks the loss, reports the
+        // step (`on_step`) and then draws the next step's batch: a batch depends only on the
+        // seed and its step, and it is drawn after `on_step` returns, so a callback that
+        // changes the target (an annealing schedule, a fault injection) is seen by the next
+        // batch, as with [`Trainer::train_step`] one step at a time.
+        let mut next: Option<(u64, Result<Batch>)> = None;
         while self.step < self.cfg.steps {
-            let loss = match self.train_step() {
-                Ok(l) => l,
+            let k = self.step + 1;
+            let batch = match next.take() {
+                Some((j, batch)) if j == k => batch?,
+                _ => self.batch_of_step(k)?,
+            };
+            let (sampler, cfg, monitor) = (&self.sampler, &self.cfg, &mut self.monitor);
+            let factor = self.divergence_factor;
+            let ahead = (k < cfg.steps).then_some(k + 1);
+            let stepped = self.engine.step_and(&batch, &cfg.adam, k, |loss| {
+                let growth = LossMonitor::update(monitor, loss, factor);
+                if growth.is_some() {
+                    return (growth, None);
+                }
+                on_step(k, loss);
+                (None, ahead.map(|j| (j, draw_batch(sampler, cfg, j))))
+            });
+            let (loss, (growth, drawn)) = match stepped {
+                Ok(r) => r,
                 Err(Error::NonFiniteLoss { step, value }) => {
                     return Err(self.diverged(dir, step, Divergence::NonFiniteLoss { value }))
                 }
                 Err(e) => return Err(e),
             };
-            if let Some(growth) =
-                LossMonitor::update(&mut self.monitor, loss, self.divergence_factor)
-            {
-                return Err(self.diverged(dir, self.step, growth));
+            self.step = k;
+            self.last_loss = Some(loss);
+            if let Some(growth) = growth {
+                return Err(self.diverged(dir, k, growth));
             }
-            on_step(self.step, loss);
+            next = drawn;
             let every = self.cfg.checkpoint_every;
             let last = self.step == self.cfg.steps;
             let save = dir.filter(|_| (every > 0 && self.step % every == 0) || last);

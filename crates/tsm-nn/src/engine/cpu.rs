@@ -152,7 +152,7 @@ struct Update<'a> {
 impl Update<'_> {
     /// Sums the halves' gradients, then Adam + EMA: the network at `adam`'s rate, a
     /// `mix_learned` run's coefficients at their own (`LearnedWeight::LR_GAIN`).
-    fn run(self, adam: &AdamConfig, step: u64) {
+    fn run(&mut self, adam: &AdamConfig, step: u64) {
         for (a, b) in self.grad.iter_mut().zip(self.other) {
             *a += b;
         }
@@ -496,16 +496,7 @@ impl CpuEngine {
     /// # Errors
     /// [`Error::NonFiniteLoss`] (nothing updated), tensor errors.
     pub fn step(&mut self, b: &Batch, adam: &AdamConfig, step: u64) -> Result<f64> {
-        let net = Net {
-            cfg: &self.cfg,
-            slots: &self.slots,
-            theta: &self.theta,
-            wt: &self.wt,
-        };
-        let loss = Self::halves(net, &mut self.scratch, self.pair.as_ref(), b, true)?;
-        if !loss.is_finite() {
-            return Err(Error::NonFiniteLoss { step, value: loss });
-        }
+        let loss = self.gradient(b, step)?;
         // Both threads update half of the parameters (the update is elementwise, so the
         // split changes no bit), then each transposes half of the new `Wᵀ` for the next step.
         let mid = self.theta.len() / 2;
@@ -515,9 +506,9 @@ impl CpuEngine {
         let (m1, m2) = self.m.split_at_mut(mid);
         let (v1, v2) = self.v.split_at_mut(mid);
         let (e1, e2) = self.ema.split_at_mut(mid);
-        let end = self.slots.last().map_or(0, |s| s.b + s.fan_out);
         let (h1, h2) = second.grad.split_at(mid);
-        let lower = Update {
+        let end = self.slots.last().map_or(0, |s| s.b + s.fan_out);
+        let mut lower = Update {
             offset: 0,
             end,
             theta: t1,
@@ -527,7 +518,7 @@ impl CpuEngine {
             v: v1,
             ema: e1,
         };
-        let upper = Update {
+        let mut upper = Update {
             offset: mid,
             end,
             theta: t2,
@@ -546,6 +537,66 @@ impl CpuEngine {
             || transpose_weights(slots, theta, w1, 0),
             || transpose_weights(slots, theta, w2, mid),
         );
+        Ok(loss)
+    }
+
+    /// [`step`](Self::step), with `meanwhile(loss)` run on the calling thread while the
+    /// helper thread applies the whole update (Adam + EMA, then the weight transpose): the
+    /// trainer reports the step and draws the next batch there, so that the two serial parts
+    /// of a step overlap. The same bits as `step`. `meanwhile` runs once the loss is known
+    /// to be finite (without a helper thread, after the update); returns the loss and
+    /// `meanwhile`'s result.
+    ///
+    /// # Errors
+    /// As [`step`](Self::step); `meanwhile` has not run then.
+    pub fn step_and<R>(
+        &mut self,
+        b: &Batch,
+        adam: &AdamConfig,
+        step: u64,
+        meanwhile: impl FnOnce(f64) -> R,
+    ) -> Result<(f64, R)> {
+        let loss = self.gradient(b, step)?;
+        let [first, second] = &mut *self.scratch;
+        let all = Update {
+            offset: 0,
+            end: self.slots.last().map_or(0, |s| s.b + s.fan_out),
+            theta: &mut self.theta,
+            grad: &mut first.grad,
+            other: &second.grad,
+            m: &mut self.m,
+            v: &mut self.v,
+            ema: &mut self.ema,
+        };
+        let (slots, wt) = (&self.slots, &mut self.wt);
+        let apply = move || {
+            let mut all = all;
+            all.run(adam, step);
+            transpose_weights(slots, all.theta, wt, 0);
+        };
+        let out = match &self.pair {
+            Some(pair) => pair.join(|| meanwhile(loss), apply).0,
+            None => {
+                apply();
+                meanwhile(loss)
+            }
+        };
+        Ok((loss, out))
+    }
+
+    /// The loss of `b` and the summed gradient of its two halves (in `scratch[0].grad` and
+    /// `scratch[1].grad`); [`Error::NonFiniteLoss`] naming `step` for a non-finite loss.
+    fn gradient(&mut self, b: &Batch, step: u64) -> Result<f64> {
+        let net = Net {
+            cfg: &self.cfg,
+            slots: &self.slots,
+            theta: &self.theta,
+            wt: &self.wt,
+        };
+        let loss = Self::halves(net, &mut self.scratch, self.pair.as_ref(), b, true)?;
+        if !loss.is_finite() {
+            return Err(Error::NonFiniteLoss { step, value: loss });
+        }
         Ok(loss)
     }
 

@@ -186,6 +186,28 @@ impl Engine {
         }
     }
 
+    /// [`step`](Self::step), with `meanwhile(loss)` run on the calling thread during the
+    /// update where the engine can overlap the two ([`CpuEngine::step_and`]), otherwise
+    /// after it; returns the loss and `meanwhile`'s result.
+    ///
+    /// # Errors
+    /// As the engines' `step` (`meanwhile` has not run then).
+    pub fn step_and<R>(
+        &mut self,
+        b: &Batch,
+        adam: &AdamConfig,
+        step: u64,
+        meanwhile: impl FnOnce(f64) -> R,
+    ) -> Result<(f64, R)> {
+        match self {
+            Self::Candle(e) => {
+                let loss = e.step(b, adam, step)?;
+                Ok((loss, meanwhile(loss)))
+            }
+            Self::Cpu(e) => e.step_and(b, adam, step, meanwhile),
+        }
+    }
+
     /// The loss on a batch without updating.
     ///
     /// # Errors
