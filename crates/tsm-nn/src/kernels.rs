@@ -145,8 +145,8 @@ fn silu_backward_checked(da: &[f32], z: &[f32], sig: &[f32], dz: &mut [f32], db:
     silu_backward_body(da, z, sig, dz, db)
 }
 
-/// Which vector path [`gemm`] and the [`vector_dispatch!`] kernels take: AVX-512, AVX2 with
-/// FMA, or the portable one.
+/// Which vector path the CPU engine's kernels (the matrix products, bias + SiLU and its
+/// backward, the time embedding) take: AVX-512, AVX2 with FMA, or the portable one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum VectorPath {
     /// Scalar `f32::mul_add` (a correctly rounded fused multiply–add, in software where the
@@ -161,9 +161,9 @@ pub enum VectorPath {
 /// The highest [`VectorPath`] the dispatch may take (tests lower it to force each path).
 static VECTOR_CAP: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(2);
 
-/// The path [`gemm`] and the dispatched kernels take on this CPU: the widest it has, at most the cap, and never above
-/// the workspace's [`tsm_core::fastmath::level`] (so capping that to the portable level caps
-/// this too).
+/// The path the CPU engine's kernels take on this CPU: the widest it has, at most the cap
+/// ([`cap_vector_path`]), and never above the workspace's [`tsm_core::fastmath::level`] (so
+/// capping that to the portable level caps this too).
 pub fn vector_path() -> VectorPath {
     let cap = VECTOR_CAP.load(std::sync::atomic::Ordering::Relaxed);
     #[cfg(target_arch = "x86_64")]
@@ -182,22 +182,34 @@ pub fn vector_path() -> VectorPath {
     VectorPath::Portable
 }
 
+/// Caps the vector path of the CPU engine's kernels at `path` for the whole process, and
+/// returns the previous cap. Every path computes the same bits, so this changes speed only:
+/// benchmarks use it to time the AVX2 path on a machine that has AVX-512 (and tests to force
+/// each path in turn). The path taken is never above what the CPU has, nor above
+/// [`tsm_core::fastmath::level`].
+pub fn cap_vector_path(path: VectorPath) -> VectorPath {
+    let previous = VECTOR_CAP.swap(path as u8, std::sync::atomic::Ordering::Relaxed);
+    match previous {
+        0 => VectorPath::Portable,
+        1 => VectorPath::Avx2Fma,
+        _ => VectorPath::Avx512,
+    }
+}
+
 /// Runs `f` with the vector paths capped at `path`, then restores the cap (calls serialised by a lock).
 #[cfg(test)]
 pub fn with_vector_cap<T>(path: VectorPath, f: impl FnOnce() -> T) -> T {
-    use std::sync::atomic::Ordering;
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _guard = LOCK
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let previous = VECTOR_CAP.swap(path as u8, Ordering::Relaxed);
-    struct Restore(u8);
+    struct Restore(VectorPath);
     impl Drop for Restore {
         fn drop(&mut self) {
-            VECTOR_CAP.store(self.0, std::sync::atomic::Ordering::Relaxed);
+            cap_vector_path(self.0);
         }
     }
-    let _restore = Restore(previous);
+    let _restore = Restore(cap_vector_path(path));
     f()
 }
 

@@ -77,6 +77,7 @@ pub use candle_nn;
 pub use config::TrainConfig;
 pub use device::{test_device, DeviceKind};
 pub use error::{Error, Result};
+pub use kernels::{cap_vector_path, vector_path, VectorPath};
 pub use network::{MlpConfig, ModelConfig, ScoreModel};
 pub use precond::Parameterisation;
 pub use train::{Trainer, TrainerOptions};
