@@ -1,5 +1,7 @@
-//! Vectorised CPU kernels for the fast training path: the matrix products ([`gemm`]), and
-//! bias + SiLU forward and its backward with a branch-free `exp` that the compiler vectorises.
+//! Vectorised CPU kernels for the fast training path: the matrix products ([`gemm`]), fused
+//! with a hidden layer's bias + SiLU ([`gemm_bias_silu`]) or its backward
+//! ([`gemm_silu_backward`]) on each finished tile, with a branch-free `exp` that the compiler
+//! vectorises.
 //!
 //! [`gemm`] is register-blocked for the training step's small shapes (a half-batch of 256 rows
 //! against 128 × 130 weights) with run-time dispatch to AVX-512, AVX2 + FMA or a portable
@@ -8,15 +10,16 @@
 //!
 //! `SiLU(z) = z σ(z)`, `σ(z) = 1/(1 + e^{−z})`, `SiLU'(z) = σ(z)(1 + z(1 − σ(z)))`.
 //!
-//! Users do not set `RUSTFLAGS`, so each elementwise kernel is compiled three times by
-//! [`vector_dispatch!`] (AVX-512 enabled, AVX2 enabled, and the baseline target) and the
-//! widest copy the CPU has is chosen at run time ([`vector_path`], which also follows
-//! tsm-core's `fastmath` cap). All copies run the same IEEE operations in the same order
-//! (Rust never contracts `a * b + c` into an FMA on its own), so they give the same bits
-//! (tested, each forced in turn).
+//! Users do not set `RUSTFLAGS`, so every kernel is compiled once per path — the products
+//! with their epilogues inlined by `vector_gemm!`, other elementwise kernels (the time
+//! embedding) by [`vector_dispatch!`]: AVX-512 enabled, AVX2 enabled, and the baseline target
+//! — and the widest copy the CPU has is chosen at run time ([`vector_path`], which also
+//! follows tsm-core's `fastmath` cap; [`cap_vector_path`] lowers it). All copies run the same
+//! IEEE operations in the same order (Rust never contracts `a * b + c` into an FMA on its
+//! own), so they give the same bits (tested, each forced in turn).
 //!
-//! Private to the crate: an implementation detail of [`crate::engine::CpuEngine`] and
-//! [`crate::mmd`].
+//! An implementation detail of [`crate::engine::CpuEngine`] and [`crate::mmd`]; only the
+//! path control is public.
 
 /// `e^x` in `f32`, relative error < 2e-7 on `[−87, 88]` (clamped outside).
 ///
@@ -42,50 +45,26 @@ pub fn exp_f32(x: f32) -> f32 {
     p * scale
 }
 
+/// One row of a hidden layer's forward pass: `z = v + bias`, `sig = σ(z)`, `act = z σ(z)`.
 #[inline(always)]
-fn bias_silu_body(z: &mut [f32], bias: &[f32], a: &mut [f32], sig: &mut [f32]) {
-    let h = bias.len();
-    for ((zr, ar), sr) in z
-        .chunks_exact_mut(h)
-        .zip(a.chunks_exact_mut(h))
-        .zip(sig.chunks_exact_mut(h))
-    {
-        for ((((zv, av), sv), &b), _) in zr
-            .iter_mut()
-            .zip(ar.iter_mut())
-            .zip(sr.iter_mut())
-            .zip(bias)
-            .zip(0..h)
-        {
-            let zz = *zv + b;
-            let s = 1.0 / (1.0 + exp_f32(-zz));
-            *zv = zz;
-            *sv = s;
-            *av = zz * s;
-        }
+fn bias_silu_row(v: &[f32], bias: &[f32], z: &mut [f32], sig: &mut [f32], act: &mut [f32]) {
+    for ((((&v, &b), z), s), a) in v.iter().zip(bias).zip(z).zip(sig).zip(act) {
+        let zz = v + b;
+        let sg = 1.0 / (1.0 + exp_f32(-zz));
+        *z = zz;
+        *s = sg;
+        *a = zz * sg;
     }
 }
 
+/// One row of a hidden layer's backward pass through SiLU: `dz = g ⊙ SiLU'(z)` with
+/// `SiLU'(z) = σ(1 + z(1 − σ))`, and `db += dz`.
 #[inline(always)]
-fn silu_backward_body(da: &[f32], z: &[f32], sig: &[f32], dz: &mut [f32], db: &mut [f32]) {
-    let h = db.len();
-    for (((dar, zr), sr), dzr) in da
-        .chunks_exact(h)
-        .zip(z.chunks_exact(h))
-        .zip(sig.chunks_exact(h))
-        .zip(dz.chunks_exact_mut(h))
-    {
-        for ((((&g, &zz), &s), o), b) in dar
-            .iter()
-            .zip(zr)
-            .zip(sr)
-            .zip(dzr.iter_mut())
-            .zip(db.iter_mut())
-        {
-            let v = g * s * (1.0 + zz * (1.0 - s));
-            *o = v;
-            *b += v;
-        }
+fn silu_backward_row(g: &[f32], z: &[f32], sig: &[f32], dz: &mut [f32], db: &mut [f32]) {
+    for ((((&g, &zz), &s), o), b) in g.iter().zip(z).zip(sig).zip(dz).zip(db) {
+        let v = g * s * (1.0 + zz * (1.0 - s));
+        *o = v;
+        *b += v;
     }
 }
 
@@ -120,30 +99,6 @@ macro_rules! vector_dispatch {
     };
 }
 pub(crate) use vector_dispatch;
-
-vector_dispatch! {
-    /// Row-wise `z += bias`, then `sig = σ(z)`, `a = z σ(z)` (`z, a, sig: [n, h]`, `bias: [h]`).
-    pub fn bias_silu(z: &mut [f32], bias: &[f32], a: &mut [f32], sig: &mut [f32])
-        => bias_silu_checked
-}
-
-vector_dispatch! {
-    /// `dz = da ⊙ SiLU'(z)` with `SiLU'(z) = σ(1 + z(1 − σ))`, and `db += Σ_rows dz`.
-    pub fn silu_backward(da: &[f32], z: &[f32], sig: &[f32], dz: &mut [f32], db: &mut [f32])
-        => silu_backward_checked
-}
-
-#[inline(always)]
-fn bias_silu_checked(z: &mut [f32], bias: &[f32], a: &mut [f32], sig: &mut [f32]) {
-    debug_assert!(z.len() == a.len() && a.len() == sig.len() && z.len() % bias.len() == 0);
-    bias_silu_body(z, bias, a, sig)
-}
-
-#[inline(always)]
-fn silu_backward_checked(da: &[f32], z: &[f32], sig: &[f32], dz: &mut [f32], db: &mut [f32]) {
-    debug_assert!(da.len() == z.len() && z.len() == dz.len() && da.len() % db.len() == 0);
-    silu_backward_body(da, z, sig, dz, db)
-}
 
 /// Which vector path the CPU engine's kernels (the matrix products, bias + SiLU and its
 /// backward, the time embedding) take: AVX-512, AVX2 with FMA, or the portable one.
@@ -224,13 +179,95 @@ pub struct Lhs<'a> {
     pub col: usize,
 }
 
-/// `C = A·B` (or `C += A·B` with `accumulate`): `C: [m, n]` row-major with row stride `ldc`,
-/// `A: [m, k]` strided ([`Lhs`]), `B: [k, n]` row-major with row stride `ldb`.
+/// What a product does with each finished piece of a row of `A·B` while it is still in
+/// registers or L1: store it ([`gemm`]), or run the layer's elementwise step on it
+/// ([`gemm_bias_silu`], [`gemm_silu_backward`]), which saves a pass over `[n, h]` buffers.
+///
+/// Every element of the product reaches `row` once, and for each column the rows arrive in
+/// increasing order (row tiles in order, and row by row inside a tile), so an epilogue that
+/// sums over rows sums in row order on every path.
+trait Epilogue {
+    /// Row `i`, columns `j..j + vals.len()` of the product.
+    fn row(&mut self, i: usize, j: usize, vals: &[f32]);
+}
+
+/// `C = A·B`.
+struct Store<'a> {
+    c: &'a mut [f32],
+    ldc: usize,
+}
+
+impl Epilogue for Store<'_> {
+    #[inline(always)]
+    fn row(&mut self, i: usize, j: usize, vals: &[f32]) {
+        let at = i * self.ldc + j;
+        self.c[at..at + vals.len()].copy_from_slice(vals);
+    }
+}
+
+/// `z = A·B + bias`, `sig = σ(z)`, `act = z σ(z)` ([`bias_silu_row`]).
+struct BiasSilu<'a> {
+    bias: &'a [f32],
+    z: &'a mut [f32],
+    sig: &'a mut [f32],
+    act: &'a mut [f32],
+    ld: usize,
+}
+
+impl Epilogue for BiasSilu<'_> {
+    #[inline(always)]
+    fn row(&mut self, i: usize, j: usize, vals: &[f32]) {
+        let (at, len) = (i * self.ld + j, vals.len());
+        bias_silu_row(
+            vals,
+            &self.bias[j..j + len],
+            &mut self.z[at..at + len],
+            &mut self.sig[at..at + len],
+            &mut self.act[at..at + len],
+        );
+    }
+}
+
+/// `dz = (A·B) ⊙ SiLU'(z)`, `db += Σ_rows dz` ([`silu_backward_row`], rows in order).
+struct SiluBackward<'a> {
+    z: &'a [f32],
+    sig: &'a [f32],
+    dz: &'a mut [f32],
+    db: &'a mut [f32],
+    ld: usize,
+}
+
+impl Epilogue for SiluBackward<'_> {
+    #[inline(always)]
+    fn row(&mut self, i: usize, j: usize, vals: &[f32]) {
+        let (at, len) = (i * self.ld + j, vals.len());
+        silu_backward_row(
+            vals,
+            &self.z[at..at + len],
+            &self.sig[at..at + len],
+            &mut self.dz[at..at + len],
+            &mut self.db[j..j + len],
+        );
+    }
+}
+
+/// Checks that the slices hold the shapes of an `[m, k]·[k, n]` product (a bug in the
+/// caller otherwise).
+fn check_shapes(m: usize, n: usize, k: usize, a: Lhs<'_>, b: &[f32], ldb: usize) {
+    assert!(
+        k == 0 || (m - 1) * a.row + (k - 1) * a.col < a.data.len(),
+        "gemm: A too short"
+    );
+    assert!(k == 0 || (k - 1) * ldb + n <= b.len(), "gemm: B too short");
+}
+
+/// `C = A·B`: `C: [m, n]` row-major with row stride `ldc`, `A: [m, k]` strided ([`Lhs`]),
+/// `B: [k, n]` row-major with row stride `ldb`.
 ///
 /// Every element is one chain of fused multiply–adds over `p = 0, 1, …, k − 1` in that order,
-/// starting from 0 (or from `C`), on every path and for every blocking: the AVX-512, AVX2 and
-/// portable paths give the same bits (tested). Register-blocked for the training step's
-/// shapes (`k` ≤ a few hundred, so the panels stay in cache without packing).
+/// starting from 0, on every path and for every blocking: the AVX-512, AVX2 and portable
+/// paths give the same bits (tested). Register-blocked for the training step's shapes (`k` ≤
+/// a few hundred, so the panels stay in cache without packing).
 ///
 /// # Panics
 /// When a slice is too short for the shapes (a bug in the caller).
@@ -244,42 +281,121 @@ pub fn gemm(
     ldb: usize,
     c: &mut [f32],
     ldc: usize,
-    accumulate: bool,
 ) {
     if m == 0 || n == 0 {
         return;
     }
-    assert!(
-        (m - 1) * a.row + k.saturating_sub(1) * a.col < a.data.len() || k == 0,
-        "gemm: A too short"
-    );
-    assert!(k == 0 || (k - 1) * ldb + n <= b.len(), "gemm: B too short");
     assert!((m - 1) * ldc + n <= c.len(), "gemm: C too short");
+    dispatch(m, n, k, a, b, ldb, &mut Store { c, ldc });
+}
+
+/// A hidden layer's forward pass: `z = A·B + bias` (`bias: [n]`), `sig = σ(z)`,
+/// `act = z σ(z)` (all `[m, n]` with row stride `ld`), applied to each tile of the product
+/// as it finishes. The same bits as [`gemm`] followed by the same elementwise operations
+/// row by row (tested).
+///
+/// # Panics
+/// When a slice is too short for the shapes (a bug in the caller).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_bias_silu(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Lhs<'_>,
+    b: &[f32],
+    ldb: usize,
+    bias: &[f32],
+    z: &mut [f32],
+    sig: &mut [f32],
+    act: &mut [f32],
+    ld: usize,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let end = (m - 1) * ld + n;
+    assert!(
+        bias.len() >= n && z.len() >= end && sig.len() >= end && act.len() >= end,
+        "gemm_bias_silu: an output too short"
+    );
+    let mut epi = BiasSilu {
+        bias,
+        z,
+        sig,
+        act,
+        ld,
+    };
+    dispatch(m, n, k, a, b, ldb, &mut epi);
+}
+
+/// A hidden layer's backward pass through SiLU: `dz = (A·B) ⊙ SiLU'(z)` with
+/// `SiLU'(z) = σ(1 + z(1 − σ))` and `db += Σ_rows dz` (`z, sig, dz: [m, n]` with row stride
+/// `ld`, `db: [n]`), where `A·B` is `∂ℓ/∂act`, applied to each tile as it finishes. The same
+/// bits as [`gemm`] followed by the same elementwise operations row by row, `db` summed in
+/// row order (tested).
+///
+/// # Panics
+/// When a slice is too short for the shapes (a bug in the caller).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_silu_backward(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Lhs<'_>,
+    b: &[f32],
+    ldb: usize,
+    z: &[f32],
+    sig: &[f32],
+    dz: &mut [f32],
+    db: &mut [f32],
+    ld: usize,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let end = (m - 1) * ld + n;
+    assert!(
+        db.len() >= n && z.len() >= end && sig.len() >= end && dz.len() >= end,
+        "gemm_silu_backward: a slice too short"
+    );
+    let mut epi = SiluBackward { z, sig, dz, db, ld };
+    dispatch(m, n, k, a, b, ldb, &mut epi);
+}
+
+/// The product on the widest path this CPU allows ([`vector_path`]).
+fn dispatch<E: Epilogue>(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Lhs<'_>,
+    b: &[f32],
+    ldb: usize,
+    epi: &mut E,
+) {
+    check_shapes(m, n, k, a, b, ldb);
     match vector_path() {
         #[cfg(target_arch = "x86_64")]
         VectorPath::Avx512 => {
             // SAFETY: `vector_path` reports AVX-512 only where the CPU has avx512f and fma.
-            unsafe { gemm_avx512(m, n, k, a, b, ldb, c, ldc, accumulate) }
+            unsafe { x86::gemm_avx512(m, n, k, a, b, ldb, epi) }
         }
         #[cfg(target_arch = "x86_64")]
         VectorPath::Avx2Fma => {
             // SAFETY: `vector_path` reports AVX2+FMA only where the CPU has both.
-            unsafe { gemm_avx2(m, n, k, a, b, ldb, c, ldc, accumulate) }
+            unsafe { x86::gemm_avx2(m, n, k, a, b, ldb, epi) }
         }
-        _ => edge(0, m, 0, n, k, a, b, ldb, c, ldc, accumulate),
+        _ => edge(0, m, 0, n, k, a, b, ldb, epi),
     }
 }
-
-#[cfg(target_arch = "x86_64")]
-use x86::{gemm_avx2, gemm_avx512};
 
 /// The vector paths: one `MR × 2 vectors` register tile written once per instruction set by a
 /// macro (the same code with 512- or 256-bit intrinsics). The accumulators stay in registers
 /// over the whole reduction; each lane runs the same fused multiply–add chain as
-/// [`edge`]'s scalar `mul_add`, so all paths give the same bits.
+/// [`edge`]'s scalar `mul_add`, so all paths give the same bits. A finished tile goes through
+/// a small buffer on the stack to the [`Epilogue`], inlined (and so vectorised) here.
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::Lhs;
+    use super::{Epilogue, Lhs};
     use std::arch::x86_64::*;
 
     std::thread_local! {
@@ -290,7 +406,7 @@ mod x86 {
     macro_rules! vector_gemm {
         ($gemm:ident, $rows:ident, $tile:ident, $features:literal, $mr:literal, $lanes:literal,
          $zero:ident, $set1:ident, $load:ident, $store:ident, $fmadd:ident) => {
-            /// `gemm` on this instruction set (see [`super::gemm`]).
+            /// The product on this instruction set (see [`super::gemm`]).
             ///
             /// The right edge (`n mod 2·lanes` columns) runs through the same tiles on a copy
             /// of `B`'s last columns padded with zeros: the padding lanes are computed and
@@ -300,33 +416,24 @@ mod x86 {
             /// The CPU must have the enabled features, and the slices must hold the shapes
             /// (checked by the caller).
             #[target_feature(enable = $features)]
-            #[allow(clippy::too_many_arguments)]
-            pub unsafe fn $gemm(
+            pub(super) unsafe fn $gemm<E: Epilogue>(
                 m: usize,
                 n: usize,
                 k: usize,
                 a: Lhs<'_>,
                 b: &[f32],
                 ldb: usize,
-                c: &mut [f32],
-                ldc: usize,
-                accumulate: bool,
+                epi: &mut E,
             ) {
                 const NR: usize = 2 * $lanes;
                 let full_cols = n - n % NR;
                 let mut i = 0;
                 while i < m {
                     let rows = (m - i).min($mr);
-                    let sub = Lhs {
-                        data: &a.data[i * a.row..],
-                        ..a
-                    };
                     let mut j = 0;
                     while j < full_cols {
                         // SAFETY: the rows and columns are inside the checked shapes.
-                        unsafe {
-                            $rows(rows, j, k, sub, b, ldb, &mut c[i * ldc..], ldc, accumulate)
-                        };
+                        unsafe { $rows(i, rows, j, k, a, b, ldb, j, NR, epi) };
                         j += NR;
                     }
                     i += rows;
@@ -345,47 +452,33 @@ mod x86 {
                     let mut i = 0;
                     while i < m {
                         let rows = (m - i).min($mr);
-                        let mut tmp = [0.0f32; $mr * NR];
-                        if accumulate {
-                            for r in 0..rows {
-                                tmp[r * NR..r * NR + rem].copy_from_slice(
-                                    &c[(i + r) * ldc + full_cols..(i + r) * ldc + n],
-                                );
-                            }
-                        }
-                        let sub = Lhs {
-                            data: &a.data[i * a.row..],
-                            ..a
-                        };
-                        // SAFETY: the panel has k rows of NR; tmp has $mr rows of NR.
-                        unsafe { $rows(rows, 0, k, sub, panel, NR, &mut tmp, NR, accumulate) };
-                        for r in 0..rows {
-                            c[(i + r) * ldc + full_cols..(i + r) * ldc + n]
-                                .copy_from_slice(&tmp[r * NR..r * NR + rem]);
-                        }
+                        // SAFETY: the panel has k rows of NR columns.
+                        unsafe { $rows(i, rows, 0, k, a, panel, NR, full_cols, rem, epi) };
                         i += rows;
                     }
                 });
             }
 
-            /// Rows `0..rows` (at most `$mr`) of `A` and `C`, columns `j..j + 2·lanes`: one
-            /// full tile, or tiles of 4, 2 and 1 rows for a ragged bottom.
+            /// Rows `i..i + rows` (at most `$mr`) of `A`, columns `jb..jb + 2·lanes` of `B`,
+            /// whose first `cols` columns are columns `j..j + cols` of the product: one full
+            /// tile, or tiles of 4, 2 and 1 rows for a ragged bottom.
             #[target_feature(enable = $features)]
             #[allow(clippy::too_many_arguments)]
-            unsafe fn $rows(
+            unsafe fn $rows<E: Epilogue>(
+                i: usize,
                 rows: usize,
-                j: usize,
+                jb: usize,
                 k: usize,
                 a: Lhs<'_>,
                 b: &[f32],
                 ldb: usize,
-                c: &mut [f32],
-                ldc: usize,
-                accumulate: bool,
+                j: usize,
+                cols: usize,
+                epi: &mut E,
             ) {
                 // SAFETY (every call): rows r..r+step are below `rows`, inside the shapes.
                 if rows == $mr {
-                    unsafe { $tile::<$mr>(0, j, k, a, b, ldb, c, ldc, accumulate) };
+                    unsafe { $tile::<$mr, E>(i, jb, k, a, b, ldb, j, cols, epi) };
                     return;
                 }
                 let mut r = 0;
@@ -397,54 +490,56 @@ mod x86 {
                     };
                     unsafe {
                         match step {
-                            1 => $tile::<1>(r, j, k, a, b, ldb, c, ldc, accumulate),
-                            2 => $tile::<2>(r, j, k, a, b, ldb, c, ldc, accumulate),
-                            _ => $tile::<4>(r, j, k, a, b, ldb, c, ldc, accumulate),
+                            1 => $tile::<1, E>(i + r, jb, k, a, b, ldb, j, cols, epi),
+                            2 => $tile::<2, E>(i + r, jb, k, a, b, ldb, j, cols, epi),
+                            _ => $tile::<4, E>(i + r, jb, k, a, b, ldb, j, cols, epi),
                         }
                     }
                     r += step;
                 }
             }
 
-            /// One `MR × 2·lanes` tile at `(i, j)`.
+            /// One `MR × 2·lanes` tile at rows `i..`, `B` columns `jb..`, handed to `epi` as
+            /// columns `j..j + cols` of the product.
             #[target_feature(enable = $features)]
             #[allow(clippy::too_many_arguments)]
-            unsafe fn $tile<const MR: usize>(
+            unsafe fn $tile<const MR: usize, E: Epilogue>(
                 i: usize,
-                j: usize,
+                jb: usize,
                 k: usize,
                 a: Lhs<'_>,
                 b: &[f32],
                 ldb: usize,
-                c: &mut [f32],
-                ldc: usize,
-                accumulate: bool,
+                j: usize,
+                cols: usize,
+                epi: &mut E,
             ) {
-                let (ap, bp, cp) = (a.data.as_ptr(), b.as_ptr(), c.as_mut_ptr());
+                const NR: usize = 2 * $lanes;
+                let (ap, bp) = (a.data.as_ptr(), b.as_ptr());
+                let mut out = [0.0f32; $mr * NR];
                 // SAFETY (all pointer offsets below): the caller checked that A holds rows
-                // i..i+MR over p < k, B rows p < k over columns j..j+2·lanes, and C the tile.
+                // i..i+MR over p < k and B rows p < k over columns jb..jb+2·lanes; `out`
+                // holds MR ≤ $mr rows of NR.
                 unsafe {
                     let mut lo = [$zero(); MR];
                     let mut hi = [$zero(); MR];
-                    if accumulate {
-                        for r in 0..MR {
-                            lo[r] = $load(cp.add((i + r) * ldc + j));
-                            hi[r] = $load(cp.add((i + r) * ldc + j + $lanes));
-                        }
-                    }
                     for p in 0..k {
-                        let b0 = $load(bp.add(p * ldb + j));
-                        let b1 = $load(bp.add(p * ldb + j + $lanes));
+                        let b0 = $load(bp.add(p * ldb + jb));
+                        let b1 = $load(bp.add(p * ldb + jb + $lanes));
                         for r in 0..MR {
                             let x = $set1(*ap.add((i + r) * a.row + p * a.col));
                             lo[r] = $fmadd(x, b0, lo[r]);
                             hi[r] = $fmadd(x, b1, hi[r]);
                         }
                     }
+                    let op = out.as_mut_ptr();
                     for r in 0..MR {
-                        $store(cp.add((i + r) * ldc + j), lo[r]);
-                        $store(cp.add((i + r) * ldc + j + $lanes), hi[r]);
+                        $store(op.add(r * NR), lo[r]);
+                        $store(op.add(r * NR + $lanes), hi[r]);
                     }
+                }
+                for r in 0..MR {
+                    epi.row(i + r, j, &out[r * NR..r * NR + cols]);
                 }
             }
         };
@@ -484,7 +579,7 @@ mod x86 {
 /// latency.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn edge(
+fn edge<E: Epilogue>(
     i: usize,
     rows: usize,
     j0: usize,
@@ -493,9 +588,7 @@ fn edge(
     a: Lhs<'_>,
     b: &[f32],
     ldb: usize,
-    c: &mut [f32],
-    ldc: usize,
-    accumulate: bool,
+    epi: &mut E,
 ) {
     const B: usize = 8;
     let mut r0 = i;
@@ -505,11 +598,6 @@ fn edge(
         while c0 < n {
             let nc = (n - c0).min(B);
             let mut acc = [[0.0f32; B]; B];
-            for (r, row) in acc.iter_mut().enumerate().take(nr) {
-                if accumulate {
-                    row[..nc].copy_from_slice(&c[(r0 + r) * ldc + c0..(r0 + r) * ldc + c0 + nc]);
-                }
-            }
             for p in 0..k {
                 let bp = &b[p * ldb + c0..p * ldb + c0 + nc];
                 for (r, row) in acc.iter_mut().enumerate().take(nr) {
@@ -520,7 +608,7 @@ fn edge(
                 }
             }
             for (r, row) in acc.iter().enumerate().take(nr) {
-                c[(r0 + r) * ldc + c0..(r0 + r) * ldc + c0 + nc].copy_from_slice(&row[..nc]);
+                epi.row(r0 + r, c0, &row[..nc]);
             }
             c0 += nc;
         }
@@ -531,39 +619,6 @@ fn edge(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn every_path_of_the_silu_kernels_gives_the_same_bits() {
-        // Each path this CPU has (AVX-512, AVX2, portable), forced in turn, against the
-        // portable body.
-        let (n, h) = (37, 13);
-        let wave = |k: usize, f: f32| (0..k).map(|i| (i as f32 * f).sin() * 6.0).collect();
-        let z0: Vec<f32> = wave(n * h, 0.37);
-        let bias: Vec<f32> = wave(h, 1.3);
-        let da: Vec<f32> = wave(n * h, 0.11);
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        type Forward<'a> = &'a dyn Fn(&mut [f32], &[f32], &mut [f32], &mut [f32]);
-        type Backward<'a> = &'a dyn Fn(&[f32], &[f32], &[f32], &mut [f32], &mut [f32]);
-        let run = |forward: Forward<'_>, backward: Backward<'_>| {
-            let (mut z, mut a, mut s) = (z0.clone(), vec![0.0; n * h], vec![0.0; n * h]);
-            forward(&mut z, &bias, &mut a, &mut s);
-            let (mut dz, mut db) = (vec![0.0; n * h], vec![0.5; h]);
-            backward(&da, &z, &s, &mut dz, &mut db);
-            [z, a, s, dz, db].map(|v| bits(&v))
-        };
-        let want = run(&bias_silu_body, &silu_backward_body);
-        for path in [
-            VectorPath::Portable,
-            VectorPath::Avx2Fma,
-            VectorPath::Avx512,
-        ] {
-            if path > with_vector_cap(VectorPath::Avx512, vector_path) {
-                continue;
-            }
-            let got = with_vector_cap(path, || run(&bias_silu, &silu_backward));
-            assert!(got == want, "{path:?} differs from the portable body");
-        }
-    }
 
     #[test]
     fn exp_is_accurate() {
@@ -584,11 +639,11 @@ mod tests {
             let f = |z: f32| z as f64 / (1.0 + (-(z as f64)).exp());
             let h = 1e-3f32;
             let fd = (f(z0 + h) - f(z0 - h)) / (2.0 * h as f64);
-            let (mut z, mut a, mut s) = ([z0], [0.0], [0.0]);
-            bias_silu(&mut z, &[0.0], &mut a, &mut s);
+            let (mut z, mut a, mut s) = ([0.0], [0.0], [0.0]);
+            bias_silu_row(&[z0], &[0.0], &mut z, &mut s, &mut a);
             assert!((a[0] as f64 - f(z0)).abs() < 1e-6);
             let (mut dz, mut db) = ([0.0], [0.0]);
-            silu_backward(&[1.0], &z, &s, &mut dz, &mut db);
+            silu_backward_row(&[1.0], &z, &s, &mut dz, &mut db);
             assert!((dz[0] as f64 - fd).abs() < 1e-3, "{z0}: {} vs {fd}", dz[0]);
             assert_eq!(db[0], dz[0]);
         }
@@ -632,7 +687,6 @@ mod tests {
         ] {
             let a = wave(m * k, 0.37);
             let b = wave(k * n + 3, 0.11);
-            let c0 = wave(m * n, 0.5);
             for (lhs, transposed) in [
                 (
                     Lhs {
@@ -652,28 +706,69 @@ mod tests {
                 ),
             ] {
                 let want = naive(m, n, k, lhs, &b, n);
+                // The fused epilogues against the naive product followed by the row kernels
+                // (and `db` summed in row order).
+                let bias = wave(n, 1.3);
+                let (z_ref, sig_ref, act_ref) = {
+                    let (mut z, mut s, mut a) =
+                        (vec![0.0; m * n], vec![0.0; m * n], vec![0.0; m * n]);
+                    for r in 0..m {
+                        let row = r * n..(r + 1) * n;
+                        bias_silu_row(
+                            &want[row.clone()],
+                            &bias,
+                            &mut z[row.clone()],
+                            &mut s[row.clone()],
+                            &mut a[row],
+                        );
+                    }
+                    (z, s, a)
+                };
+                let (dz_ref, db_ref) = {
+                    let (mut dz, mut db) = (vec![0.0; m * n], vec![0.25; n]);
+                    for r in 0..m {
+                        let row = r * n..(r + 1) * n;
+                        silu_backward_row(
+                            &want[row.clone()],
+                            &z_ref[row.clone()],
+                            &sig_ref[row.clone()],
+                            &mut dz[row],
+                            &mut db,
+                        );
+                    }
+                    (dz, db)
+                };
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 for &path in &paths {
-                    let (c, c_acc) = with_vector_cap(path, || {
+                    let (c, fused, backward) = with_vector_cap(path, || {
                         let mut c = vec![f32::NAN; m * n];
-                        gemm(m, n, k, lhs, &b, n, &mut c, n, false);
-                        let mut c_acc = c0.clone();
-                        gemm(m, n, k, lhs, &b, n, &mut c_acc, n, true);
-                        (c, c_acc)
+                        gemm(m, n, k, lhs, &b, n, &mut c, n);
+                        let (mut z, mut s, mut a) =
+                            (vec![0.0; m * n], vec![0.0; m * n], vec![0.0; m * n]);
+                        gemm_bias_silu(m, n, k, lhs, &b, n, &bias, &mut z, &mut s, &mut a, n);
+                        let (mut dz, mut db) = (vec![0.0; m * n], vec![0.25; n]);
+                        gemm_silu_backward(
+                            m, n, k, lhs, &b, n, &z_ref, &sig_ref, &mut dz, &mut db, n,
+                        );
+                        (c, [z, s, a], [dz, db])
                     });
-                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                    assert_eq!(bits(&c), bits(&want), "{path:?} {m}x{n}x{k} t={transposed}");
+                    let at = format!("{path:?} {m}x{n}x{k} t={transposed}");
+                    assert_eq!(bits(&c), bits(&want), "{at}");
+                    for (got, want) in fused.iter().zip([&z_ref, &sig_ref, &act_ref]) {
+                        assert_eq!(bits(got), bits(want), "bias + SiLU, {at}");
+                    }
+                    assert_eq!(bits(&backward[0]), bits(&dz_ref), "SiLU backward dz, {at}");
+                    assert_eq!(bits(&backward[1]), bits(&db_ref), "SiLU backward db, {at}");
                     for i in 0..m * n {
-                        let r = i / n;
-                        let j = i % n;
-                        let exact: f64 = c0[i] as f64
-                            + (0..k)
-                                .map(|p| {
-                                    lhs.data[r * lhs.row + p * lhs.col] as f64 * b[p * n + j] as f64
-                                })
-                                .sum::<f64>();
-                        // k roundings of terms of size ≤ 1: |error| ≤ k·2⁻²⁴·(|c0| + k).
+                        let (r, j) = (i / n, i % n);
+                        let exact: f64 = (0..k)
+                            .map(|p| {
+                                lhs.data[r * lhs.row + p * lhs.col] as f64 * b[p * n + j] as f64
+                            })
+                            .sum();
+                        // k roundings of partial sums of size ≤ k: |error| ≤ k·2⁻²⁴·k.
                         let bound = (k as f64 + 1.0) * 6e-8 * (1.0 + k as f64);
-                        assert!((c_acc[i] as f64 - exact).abs() <= bound, "{path:?}");
+                        assert!((c[i] as f64 - exact).abs() <= bound, "{at}");
                     }
                 }
             }

@@ -67,9 +67,10 @@ struct Scratch {
     /// The output layer's product (before bias) and `dℓ/dF`, `[n, d]`.
     f: Vec<f32>,
     df: Vec<f32>,
-    /// `dℓ/da` and `dℓ/dz` of the layer being back-propagated, `[n, h]`.
-    da: Vec<f32>,
+    /// `dℓ/dz` of the layer being back-propagated and of the layer below it (the two swap
+    /// as the backward pass goes down), `[n, h]`.
     dz: Vec<f32>,
+    dz_below: Vec<f32>,
     /// The flat gradient of this half.
     grad: Vec<f32>,
 }
@@ -303,18 +304,19 @@ impl CpuEngine {
             fit(z, n * s.fan_out);
             fit(sig, n * s.fan_out);
             fit(act, n * s.fan_out);
-            gemm(
+            kernels::gemm_bias_silu(
                 n,
                 s.fan_out,
                 s.fan_in,
                 rows(input, s.fan_in),
                 &net.wt[s.w..],
                 s.fan_out,
+                &net.theta[s.b..s.b + s.fan_out],
                 z,
+                sig,
+                act,
                 s.fan_out,
-                false,
             );
-            kernels::bias_silu(z, &net.theta[s.b..s.b + s.fan_out], act, sig);
         }
         // Output layer, score, residual, loss and dℓ/dF.
         let out = net.slots[depth];
@@ -333,7 +335,6 @@ impl CpuEngine {
             d,
             &mut ws.f,
             d,
-            false,
         );
         let bias_out = &net.theta[out.b..out.b + d];
         let inv_n = 1.0 / b.n as f64;
@@ -396,33 +397,33 @@ impl CpuEngine {
             out.fan_in,
             &mut grad[out.w..],
             out.fan_in,
-            false,
         );
         if depth == 0 {
             return Ok(loss);
         }
-        fit(&mut ws.da, n * out.fan_in);
-        gemm(
+        // dℓ/dz of the top hidden layer: (dF·W) ⊙ SiLU'(z), and its db, in one pass.
+        let top = net.slots[depth - 1];
+        fit(&mut ws.dz, n * top.fan_out);
+        let db = &mut grad[top.b..top.b + top.fan_out];
+        db.fill(0.0);
+        kernels::gemm_silu_backward(
             n,
             out.fan_in,
             d,
             rows(&ws.df, d),
             &net.theta[out.w..],
             out.fan_in,
-            &mut ws.da,
+            &ws.z[depth - 1],
+            &ws.sig[depth - 1],
+            &mut ws.dz,
+            db,
             out.fan_in,
-            false,
         );
         for l in (0..depth).rev() {
             let s = net.slots[l];
             let input = if l == 0 { &ws.h0 } else { &ws.act[l - 1] };
-            fit(&mut ws.dz, n * s.fan_out);
-            {
-                let db = &mut grad[s.b..s.b + s.fan_out];
-                db.fill(0.0);
-                kernels::silu_backward(&ws.da, &ws.z[l], &ws.sig[l], &mut ws.dz, db);
-            }
-            // dW = dzᵀ·input, and (below the first layer) da = dz·W.
+            // dW = dzᵀ·input, and (below the first layer) the layer below's
+            // dz = (dz·W) ⊙ SiLU'(z) with its db.
             gemm(
                 s.fan_out,
                 s.fan_in,
@@ -432,21 +433,26 @@ impl CpuEngine {
                 s.fan_in,
                 &mut grad[s.w..],
                 s.fan_in,
-                false,
             );
             if l > 0 {
-                fit(&mut ws.da, n * s.fan_in);
-                gemm(
+                let below = net.slots[l - 1];
+                fit(&mut ws.dz_below, n * s.fan_in);
+                let db = &mut grad[below.b..below.b + below.fan_out];
+                db.fill(0.0);
+                kernels::gemm_silu_backward(
                     n,
                     s.fan_in,
                     s.fan_out,
                     rows(&ws.dz, s.fan_out),
                     &net.theta[s.w..],
                     s.fan_in,
-                    &mut ws.da,
+                    &ws.z[l - 1],
+                    &ws.sig[l - 1],
+                    &mut ws.dz_below,
+                    db,
                     s.fan_in,
-                    false,
                 );
+                std::mem::swap(&mut ws.dz, &mut ws.dz_below);
             }
         }
         Ok(loss)
