@@ -404,13 +404,15 @@ mod x86 {
     }
 
     macro_rules! vector_gemm {
-        ($gemm:ident, $rows:ident, $tile:ident, $features:literal, $mr:literal, $lanes:literal,
+        ($gemm:ident, $rows:ident, $tile:ident, $narrow:ident, $column:ident, $features:literal,
+         $mr:literal, $lanes:literal,
          $zero:ident, $set1:ident, $load:ident, $store:ident, $fmadd:ident) => {
             /// The product on this instruction set (see [`super::gemm`]).
             ///
-            /// The right edge (`n mod 2·lanes` columns) runs through the same tiles on a copy
-            /// of `B`'s last columns padded with zeros: the padding lanes are computed and
-            /// dropped, the real ones run the same chains.
+            /// The right edge (`n mod 2·lanes` columns) runs vectorised over the rows where
+            /// `A`'s rows are contiguous (`$narrow`), and otherwise through the same tiles
+            /// (one or two vectors wide) on a copy of `B`'s last columns padded with zeros:
+            /// the padding lanes are computed and dropped, the real ones run the same chains.
             ///
             /// # Safety
             /// The CPU must have the enabled features, and the slices must hold the shapes
@@ -433,7 +435,7 @@ mod x86 {
                     let mut j = 0;
                     while j < full_cols {
                         // SAFETY: the rows and columns are inside the checked shapes.
-                        unsafe { $rows(i, rows, j, k, a, b, ldb, j, NR, epi) };
+                        unsafe { $rows::<2, E>(i, rows, j, k, a, b, ldb, j, NR, epi) };
                         j += NR;
                     }
                     i += rows;
@@ -442,29 +444,114 @@ mod x86 {
                 if rem == 0 {
                     return;
                 }
+                if a.row == 1 && m >= $lanes {
+                    // SAFETY: as above.
+                    unsafe { $narrow(m, full_cols, n, k, a, b, ldb, epi) };
+                    return;
+                }
                 PANEL.with_borrow_mut(|panel| {
+                    // One vector wide if the edge fits in one: half the padding lanes.
+                    let width = if rem <= $lanes { $lanes } else { NR };
                     panel.clear();
-                    panel.resize(k * NR, 0.0);
+                    panel.resize(k * width, 0.0);
                     for p in 0..k {
-                        panel[p * NR..p * NR + rem]
+                        panel[p * width..p * width + rem]
                             .copy_from_slice(&b[p * ldb + full_cols..p * ldb + n]);
                     }
                     let mut i = 0;
                     while i < m {
                         let rows = (m - i).min($mr);
-                        // SAFETY: the panel has k rows of NR columns.
-                        unsafe { $rows(i, rows, 0, k, a, panel, NR, full_cols, rem, epi) };
+                        // SAFETY: the panel has k rows of `width` columns.
+                        unsafe {
+                            if width == NR {
+                                $rows::<2, E>(i, rows, 0, k, a, panel, width, full_cols, rem, epi)
+                            } else {
+                                $rows::<1, E>(i, rows, 0, k, a, panel, width, full_cols, rem, epi)
+                            }
+                        };
                         i += rows;
                     }
                 });
             }
 
-            /// Rows `i..i + rows` (at most `$mr`) of `A`, columns `jb..jb + 2·lanes` of `B`,
+            /// The right edge, columns `j0..n`, when `A`'s rows are contiguous for each `p`
+            /// (`a.row == 1`, the weight gradients' `dzᵀ`): vectorised over the rows instead,
+            /// blocks of up to four vectors of rows against one broadcast column of `B`, so
+            /// that a narrow edge (two columns of the first layer's 130) costs no padding.
+            /// The rows below the last full vector go through the scalar chains of `edge`.
+            #[target_feature(enable = $features)]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn $narrow<E: Epilogue>(
+                m: usize,
+                j0: usize,
+                n: usize,
+                k: usize,
+                a: Lhs<'_>,
+                b: &[f32],
+                ldb: usize,
+                epi: &mut E,
+            ) {
+                let mut i = 0;
+                while i + $lanes <= m {
+                    let vectors = ((m - i) / $lanes).min(4);
+                    for j in j0..n {
+                        // SAFETY: rows i..i + vectors·lanes ≤ m, column j < n.
+                        unsafe {
+                            match vectors {
+                                4 => $column::<4, E>(i, j, k, a, b, ldb, epi),
+                                3 => $column::<3, E>(i, j, k, a, b, ldb, epi),
+                                2 => $column::<2, E>(i, j, k, a, b, ldb, epi),
+                                _ => $column::<1, E>(i, j, k, a, b, ldb, epi),
+                            }
+                        }
+                    }
+                    i += vectors * $lanes;
+                }
+                if i < m {
+                    super::edge(i, m - i, j0, n, k, a, b, ldb, epi);
+                }
+            }
+
+            /// Rows `i..i + V·lanes` of column `j` (see `$narrow`).
+            #[target_feature(enable = $features)]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn $column<const V: usize, E: Epilogue>(
+                i: usize,
+                j: usize,
+                k: usize,
+                a: Lhs<'_>,
+                b: &[f32],
+                ldb: usize,
+                epi: &mut E,
+            ) {
+                let (ap, bp) = (a.data.as_ptr(), b.as_ptr());
+                let mut out = [0.0f32; 4 * $lanes];
+                // SAFETY: the caller checked that A holds rows i..i+V·lanes (contiguous for
+                // each p < k) and B row p < k column j; `out` holds V ≤ 4 vectors.
+                unsafe {
+                    let mut acc = [$zero(); V];
+                    for p in 0..k {
+                        let x = $set1(*bp.add(p * ldb + j));
+                        for v in 0..V {
+                            let y = $load(ap.add(p * a.col + i + v * $lanes));
+                            acc[v] = $fmadd(y, x, acc[v]);
+                        }
+                    }
+                    for v in 0..V {
+                        $store(out.as_mut_ptr().add(v * $lanes), acc[v]);
+                    }
+                }
+                for r in 0..V * $lanes {
+                    epi.row(i + r, j, &out[r..r + 1]);
+                }
+            }
+
+            /// Rows `i..i + rows` (at most `$mr`) of `A`, columns `jb..jb + V·lanes` of `B`,
             /// whose first `cols` columns are columns `j..j + cols` of the product: one full
             /// tile, or tiles of 4, 2 and 1 rows for a ragged bottom.
             #[target_feature(enable = $features)]
             #[allow(clippy::too_many_arguments)]
-            unsafe fn $rows<E: Epilogue>(
+            unsafe fn $rows<const V: usize, E: Epilogue>(
                 i: usize,
                 rows: usize,
                 jb: usize,
@@ -478,7 +565,7 @@ mod x86 {
             ) {
                 // SAFETY (every call): rows r..r+step are below `rows`, inside the shapes.
                 if rows == $mr {
-                    unsafe { $tile::<$mr, E>(i, jb, k, a, b, ldb, j, cols, epi) };
+                    unsafe { $tile::<$mr, V, E>(i, jb, k, a, b, ldb, j, cols, epi) };
                     return;
                 }
                 let mut r = 0;
@@ -490,20 +577,20 @@ mod x86 {
                     };
                     unsafe {
                         match step {
-                            1 => $tile::<1, E>(i + r, jb, k, a, b, ldb, j, cols, epi),
-                            2 => $tile::<2, E>(i + r, jb, k, a, b, ldb, j, cols, epi),
-                            _ => $tile::<4, E>(i + r, jb, k, a, b, ldb, j, cols, epi),
+                            1 => $tile::<1, V, E>(i + r, jb, k, a, b, ldb, j, cols, epi),
+                            2 => $tile::<2, V, E>(i + r, jb, k, a, b, ldb, j, cols, epi),
+                            _ => $tile::<4, V, E>(i + r, jb, k, a, b, ldb, j, cols, epi),
                         }
                     }
                     r += step;
                 }
             }
 
-            /// One `MR × 2·lanes` tile at rows `i..`, `B` columns `jb..`, handed to `epi` as
-            /// columns `j..j + cols` of the product.
+            /// One `MR × V·lanes` tile (`V` = 1 or 2 vectors) at rows `i..`, `B` columns
+            /// `jb..`, handed to `epi` as columns `j..j + cols` of the product.
             #[target_feature(enable = $features)]
             #[allow(clippy::too_many_arguments)]
-            unsafe fn $tile<const MR: usize, E: Epilogue>(
+            unsafe fn $tile<const MR: usize, const V: usize, E: Epilogue>(
                 i: usize,
                 jb: usize,
                 k: usize,
@@ -518,24 +605,33 @@ mod x86 {
                 let (ap, bp) = (a.data.as_ptr(), b.as_ptr());
                 let mut out = [0.0f32; $mr * NR];
                 // SAFETY (all pointer offsets below): the caller checked that A holds rows
-                // i..i+MR over p < k and B rows p < k over columns jb..jb+2·lanes; `out`
-                // holds MR ≤ $mr rows of NR.
+                // i..i+MR over p < k and B rows p < k over columns jb..jb+V·lanes; `out`
+                // holds MR ≤ $mr rows of V·lanes ≤ NR.
                 unsafe {
+                    // `hi` only for two vectors (V is a constant: the branches fold away).
                     let mut lo = [$zero(); MR];
                     let mut hi = [$zero(); MR];
                     for p in 0..k {
                         let b0 = $load(bp.add(p * ldb + jb));
-                        let b1 = $load(bp.add(p * ldb + jb + $lanes));
+                        let b1 = if V == 2 {
+                            $load(bp.add(p * ldb + jb + $lanes))
+                        } else {
+                            $zero()
+                        };
                         for r in 0..MR {
                             let x = $set1(*ap.add((i + r) * a.row + p * a.col));
                             lo[r] = $fmadd(x, b0, lo[r]);
-                            hi[r] = $fmadd(x, b1, hi[r]);
+                            if V == 2 {
+                                hi[r] = $fmadd(x, b1, hi[r]);
+                            }
                         }
                     }
                     let op = out.as_mut_ptr();
                     for r in 0..MR {
                         $store(op.add(r * NR), lo[r]);
-                        $store(op.add(r * NR + $lanes), hi[r]);
+                        if V == 2 {
+                            $store(op.add(r * NR + $lanes), hi[r]);
+                        }
                     }
                 }
                 for r in 0..MR {
@@ -549,6 +645,8 @@ mod x86 {
         gemm_avx512,
         rows_avx512,
         tile_avx512,
+        narrow_avx512,
+        column_avx512,
         "avx512f,avx2,fma",
         8,
         16,
@@ -562,6 +660,8 @@ mod x86 {
         gemm_avx2,
         rows_avx2,
         tile_avx2,
+        narrow_avx2,
+        column_avx2,
         "avx2,fma",
         6,
         8,
@@ -667,7 +767,9 @@ mod tests {
     #[test]
     fn vector_paths_give_the_same_bits_as_the_naive_chain_and_f64() {
         // Shapes of the training step (forward, weight gradient, input gradient) shrunk, with
-        // ragged edges on both sides, for each path this CPU has, forced in turn.
+        // ragged edges on both sides (right edges of one and two vectors, and the row-wise
+        // edge of a transposed A with 1–4 vectors of rows and leftover rows), for each path
+        // this CPU has, forced in turn.
         let wave =
             |k: usize, f: f32| -> Vec<f32> { (0..k).map(|i| (i as f32 * f).sin()).collect() };
         let paths: Vec<VectorPath> = [
@@ -683,6 +785,8 @@ mod tests {
             (8, 32, 5),
             (2, 130, 40),
             (41, 2, 33),
+            (19, 52, 17),
+            (70, 130, 9),
             (1, 1, 0),
         ] {
             let a = wave(m * k, 0.37);
