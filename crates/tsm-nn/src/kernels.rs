@@ -8,7 +8,7 @@
 //! path; every output element is the same chain of fused multiply–adds on every path, so the
 //! paths give the same bits (tested, each forced in turn).
 //!
-//! `SiLU(z) = z σ(z)`, `σ(z) = 1/(1 + e^{−z})`, `SiLU'(z) = σ(z)(1 + z(1 − σ(z)))`.
+//! `SiLU(z) = z σ(z)`, `σ(z) = 1/(1 + e^{−z})`, `SiLU'(z) = σ + zσ(1 − σ) = σ + SiLU(z)(1 − σ)`.
 //!
 //! Users do not set `RUSTFLAGS`, so every kernel is compiled once per path — the products
 //! with their epilogues inlined by `vector_gemm!`, other elementwise kernels (the time
@@ -45,24 +45,25 @@ pub fn exp_f32(x: f32) -> f32 {
     p * scale
 }
 
-/// One row of a hidden layer's forward pass: `z = v + bias`, `sig = σ(z)`, `act = z σ(z)`.
+/// One row of a hidden layer's forward pass: `z = v + bias`, `sig = σ(z)`, `act = z σ(z)`
+/// (`z` itself is not kept: the backward pass needs only `σ` and `act`).
 #[inline(always)]
-fn bias_silu_row(v: &[f32], bias: &[f32], z: &mut [f32], sig: &mut [f32], act: &mut [f32]) {
-    for ((((&v, &b), z), s), a) in v.iter().zip(bias).zip(z).zip(sig).zip(act) {
-        let zz = v + b;
-        let sg = 1.0 / (1.0 + exp_f32(-zz));
-        *z = zz;
+fn bias_silu_row(v: &[f32], bias: &[f32], sig: &mut [f32], act: &mut [f32]) {
+    for (((&v, &b), s), a) in v.iter().zip(bias).zip(sig).zip(act) {
+        let z = v + b;
+        let sg = 1.0 / (1.0 + exp_f32(-z));
         *s = sg;
-        *a = zz * sg;
+        *a = z * sg;
     }
 }
 
-/// One row of a hidden layer's backward pass through SiLU: `dz = g ⊙ SiLU'(z)` with
-/// `SiLU'(z) = σ(1 + z(1 − σ))`, and `db += dz`.
+/// One row of a hidden layer's backward pass through SiLU: `dz = g ⊙ SiLU'(z)`, and
+/// `db += dz`, with `SiLU'(z) = σ + zσ(1 − σ) = σ + act (1 − σ)` from the forward pass's `σ`
+/// and `act = zσ`.
 #[inline(always)]
-fn silu_backward_row(g: &[f32], z: &[f32], sig: &[f32], dz: &mut [f32], db: &mut [f32]) {
-    for ((((&g, &zz), &s), o), b) in g.iter().zip(z).zip(sig).zip(dz).zip(db) {
-        let v = g * s * (1.0 + zz * (1.0 - s));
+fn silu_backward_row(g: &[f32], act: &[f32], sig: &[f32], dz: &mut [f32], db: &mut [f32]) {
+    for ((((&g, &a), &s), o), b) in g.iter().zip(act).zip(sig).zip(dz).zip(db) {
+        let v = g * (s + a * (1.0 - s));
         *o = v;
         *b += v;
     }
@@ -208,7 +209,6 @@ impl Epilogue for Store<'_> {
 /// `z = A·B + bias`, `sig = σ(z)`, `act = z σ(z)` ([`bias_silu_row`]).
 struct BiasSilu<'a> {
     bias: &'a [f32],
-    z: &'a mut [f32],
     sig: &'a mut [f32],
     act: &'a mut [f32],
     ld: usize,
@@ -221,7 +221,6 @@ impl Epilogue for BiasSilu<'_> {
         bias_silu_row(
             vals,
             &self.bias[j..j + len],
-            &mut self.z[at..at + len],
             &mut self.sig[at..at + len],
             &mut self.act[at..at + len],
         );
@@ -230,7 +229,7 @@ impl Epilogue for BiasSilu<'_> {
 
 /// `dz = (A·B) ⊙ SiLU'(z)`, `db += Σ_rows dz` ([`silu_backward_row`], rows in order).
 struct SiluBackward<'a> {
-    z: &'a [f32],
+    act: &'a [f32],
     sig: &'a [f32],
     dz: &'a mut [f32],
     db: &'a mut [f32],
@@ -243,7 +242,7 @@ impl Epilogue for SiluBackward<'_> {
         let (at, len) = (i * self.ld + j, vals.len());
         silu_backward_row(
             vals,
-            &self.z[at..at + len],
+            &self.act[at..at + len],
             &self.sig[at..at + len],
             &mut self.dz[at..at + len],
             &mut self.db[j..j + len],
@@ -290,7 +289,7 @@ pub fn gemm(
 }
 
 /// A hidden layer's forward pass: `z = A·B + bias` (`bias: [n]`), `sig = σ(z)`,
-/// `act = z σ(z)` (all `[m, n]` with row stride `ld`), applied to each tile of the product
+/// `act = z σ(z)` (both `[m, n]` with row stride `ld`), applied to each tile of the product
 /// as it finishes. The same bits as [`gemm`] followed by the same elementwise operations
 /// row by row (tested).
 ///
@@ -305,7 +304,6 @@ pub fn gemm_bias_silu(
     b: &[f32],
     ldb: usize,
     bias: &[f32],
-    z: &mut [f32],
     sig: &mut [f32],
     act: &mut [f32],
     ld: usize,
@@ -315,21 +313,15 @@ pub fn gemm_bias_silu(
     }
     let end = (m - 1) * ld + n;
     assert!(
-        bias.len() >= n && z.len() >= end && sig.len() >= end && act.len() >= end,
+        bias.len() >= n && sig.len() >= end && act.len() >= end,
         "gemm_bias_silu: an output too short"
     );
-    let mut epi = BiasSilu {
-        bias,
-        z,
-        sig,
-        act,
-        ld,
-    };
+    let mut epi = BiasSilu { bias, sig, act, ld };
     dispatch(m, n, k, a, b, ldb, &mut epi);
 }
 
 /// A hidden layer's backward pass through SiLU: `dz = (A·B) ⊙ SiLU'(z)` with
-/// `SiLU'(z) = σ(1 + z(1 − σ))` and `db += Σ_rows dz` (`z, sig, dz: [m, n]` with row stride
+/// `SiLU'(z) = σ + act (1 − σ)` and `db += Σ_rows dz` (`act, sig, dz: [m, n]` with row stride
 /// `ld`, `db: [n]`), where `A·B` is `∂ℓ/∂act`, applied to each tile as it finishes. The same
 /// bits as [`gemm`] followed by the same elementwise operations row by row, `db` summed in
 /// row order (tested).
@@ -344,7 +336,7 @@ pub fn gemm_silu_backward(
     a: Lhs<'_>,
     b: &[f32],
     ldb: usize,
-    z: &[f32],
+    act: &[f32],
     sig: &[f32],
     dz: &mut [f32],
     db: &mut [f32],
@@ -355,10 +347,16 @@ pub fn gemm_silu_backward(
     }
     let end = (m - 1) * ld + n;
     assert!(
-        db.len() >= n && z.len() >= end && sig.len() >= end && dz.len() >= end,
+        db.len() >= n && act.len() >= end && sig.len() >= end && dz.len() >= end,
         "gemm_silu_backward: a slice too short"
     );
-    let mut epi = SiluBackward { z, sig, dz, db, ld };
+    let mut epi = SiluBackward {
+        act,
+        sig,
+        dz,
+        db,
+        ld,
+    };
     dispatch(m, n, k, a, b, ldb, &mut epi);
 }
 
@@ -739,11 +737,11 @@ mod tests {
             let f = |z: f32| z as f64 / (1.0 + (-(z as f64)).exp());
             let h = 1e-3f32;
             let fd = (f(z0 + h) - f(z0 - h)) / (2.0 * h as f64);
-            let (mut z, mut a, mut s) = ([0.0], [0.0], [0.0]);
-            bias_silu_row(&[z0], &[0.0], &mut z, &mut s, &mut a);
+            let (mut a, mut s) = ([0.0], [0.0]);
+            bias_silu_row(&[z0], &[0.0], &mut s, &mut a);
             assert!((a[0] as f64 - f(z0)).abs() < 1e-6);
             let (mut dz, mut db) = ([0.0], [0.0]);
-            silu_backward_row(&[1.0], &z, &s, &mut dz, &mut db);
+            silu_backward_row(&[1.0], &a, &s, &mut dz, &mut db);
             assert!((dz[0] as f64 - fd).abs() < 1e-3, "{z0}: {} vs {fd}", dz[0]);
             assert_eq!(db[0], dz[0]);
         }
@@ -813,20 +811,13 @@ mod tests {
                 // The fused epilogues against the naive product followed by the row kernels
                 // (and `db` summed in row order).
                 let bias = wave(n, 1.3);
-                let (z_ref, sig_ref, act_ref) = {
-                    let (mut z, mut s, mut a) =
-                        (vec![0.0; m * n], vec![0.0; m * n], vec![0.0; m * n]);
+                let (sig_ref, act_ref) = {
+                    let (mut s, mut a) = (vec![0.0; m * n], vec![0.0; m * n]);
                     for r in 0..m {
                         let row = r * n..(r + 1) * n;
-                        bias_silu_row(
-                            &want[row.clone()],
-                            &bias,
-                            &mut z[row.clone()],
-                            &mut s[row.clone()],
-                            &mut a[row],
-                        );
+                        bias_silu_row(&want[row.clone()], &bias, &mut s[row.clone()], &mut a[row]);
                     }
-                    (z, s, a)
+                    (s, a)
                 };
                 let (dz_ref, db_ref) = {
                     let (mut dz, mut db) = (vec![0.0; m * n], vec![0.25; n]);
@@ -834,7 +825,7 @@ mod tests {
                         let row = r * n..(r + 1) * n;
                         silu_backward_row(
                             &want[row.clone()],
-                            &z_ref[row.clone()],
+                            &act_ref[row.clone()],
                             &sig_ref[row.clone()],
                             &mut dz[row],
                             &mut db,
@@ -847,18 +838,17 @@ mod tests {
                     let (c, fused, backward) = with_vector_cap(path, || {
                         let mut c = vec![f32::NAN; m * n];
                         gemm(m, n, k, lhs, &b, n, &mut c, n);
-                        let (mut z, mut s, mut a) =
-                            (vec![0.0; m * n], vec![0.0; m * n], vec![0.0; m * n]);
-                        gemm_bias_silu(m, n, k, lhs, &b, n, &bias, &mut z, &mut s, &mut a, n);
+                        let (mut s, mut a) = (vec![0.0; m * n], vec![0.0; m * n]);
+                        gemm_bias_silu(m, n, k, lhs, &b, n, &bias, &mut s, &mut a, n);
                         let (mut dz, mut db) = (vec![0.0; m * n], vec![0.25; n]);
                         gemm_silu_backward(
-                            m, n, k, lhs, &b, n, &z_ref, &sig_ref, &mut dz, &mut db, n,
+                            m, n, k, lhs, &b, n, &act_ref, &sig_ref, &mut dz, &mut db, n,
                         );
-                        (c, [z, s, a], [dz, db])
+                        (c, [s, a], [dz, db])
                     });
                     let at = format!("{path:?} {m}x{n}x{k} t={transposed}");
                     assert_eq!(bits(&c), bits(&want), "{at}");
-                    for (got, want) in fused.iter().zip([&z_ref, &sig_ref, &act_ref]) {
+                    for (got, want) in fused.iter().zip([&sig_ref, &act_ref]) {
                         assert_eq!(bits(got), bits(want), "bias + SiLU, {at}");
                     }
                     assert_eq!(bits(&backward[0]), bits(&dz_ref), "SiLU backward dz, {at}");

@@ -60,8 +60,8 @@ pub struct CpuEngine {
 struct Scratch {
     /// The network input `[c_in x, (c − μ)/s, emb]`, `[n, fan_in₀]`.
     h0: Vec<f32>,
-    /// Per hidden layer: pre-activation `z`, `σ(z)` and the activation `z σ(z)`, `[n, h]`.
-    z: Vec<Vec<f32>>,
+    /// Per hidden layer: `σ(z)` and the activation `z σ(z)` of the pre-activation `z`,
+    /// `[n, h]` (the backward pass needs no more: `SiLU'(z) = σ + zσ(1 − σ)`).
     sig: Vec<Vec<f32>>,
     act: Vec<Vec<f32>>,
     /// The output layer's product (before bias) and `dℓ/dF`, `[n, d]`.
@@ -293,15 +293,13 @@ impl CpuEngine {
                 .extend_from_slice(&b.cond.condition[i * k..(i + 1) * k]);
             ws.h0.extend_from_slice(&b.cond.emb[i * e..(i + 1) * e]);
         }
-        ws.z.resize_with(depth, Vec::new);
         ws.sig.resize_with(depth, Vec::new);
         ws.act.resize_with(depth, Vec::new);
         for l in 0..depth {
             let s = net.slots[l];
             let (done, rest) = ws.act.split_at_mut(l);
             let input = if l == 0 { &ws.h0 } else { &done[l - 1] };
-            let (z, sig, act) = (&mut ws.z[l], &mut ws.sig[l], &mut rest[0]);
-            fit(z, n * s.fan_out);
+            let (sig, act) = (&mut ws.sig[l], &mut rest[0]);
             fit(sig, n * s.fan_out);
             fit(act, n * s.fan_out);
             kernels::gemm_bias_silu(
@@ -312,7 +310,6 @@ impl CpuEngine {
                 &net.wt[s.w..],
                 s.fan_out,
                 &net.theta[s.b..s.b + s.fan_out],
-                z,
                 sig,
                 act,
                 s.fan_out,
@@ -413,7 +410,7 @@ impl CpuEngine {
             rows(&ws.df, d),
             &net.theta[out.w..],
             out.fan_in,
-            &ws.z[depth - 1],
+            &ws.act[depth - 1],
             &ws.sig[depth - 1],
             &mut ws.dz,
             db,
@@ -446,7 +443,7 @@ impl CpuEngine {
                     rows(&ws.dz, s.fan_out),
                     &net.theta[s.w..],
                     s.fan_in,
-                    &ws.z[l - 1],
+                    &ws.act[l - 1],
                     &ws.sig[l - 1],
                     &mut ws.dz_below,
                     db,
