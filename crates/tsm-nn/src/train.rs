@@ -450,7 +450,10 @@ impl<'a, T, S: BatchSource> Trainer<'a, T, S> {
     }
 
     /// Trains until `config().steps`, checkpointing into `dir` every `checkpoint_every` steps
-    /// and at the end; `on_step(step, loss)` after each step (progress bars, logs).
+    /// and at the end; `on_step(step, loss)` for each step (progress bars, logs), called once
+    /// the step's loss is known, while the CPU engine applies that step's update on its
+    /// helper thread, and before the next step's batch is drawn. The results are those of
+    /// calling [`Trainer::train_step`] in a loop.
     ///
     /// # Errors
     /// [`Error::Diverged`] naming the step (see the [module docs](self)), with the last
