@@ -47,10 +47,14 @@ pub struct CpuEngine {
     v: Vec<f32>,
     ema: Vec<f32>,
     /// `Wᵀ` of every layer (`[fan_in, fan_out]`, at the layer's offset), the right factor of
-    /// the forward products; refreshed from `theta` once per step and shared by both halves.
+    /// the forward products, shared by both halves: always that of `theta` (written at
+    /// construction and right after every update).
     wt: Vec<f32>,
     /// Buffers of the two half-batches, kept across steps so that a step allocates nothing.
     scratch: Box<[Scratch; 2]>,
+    /// The same for [`CpuEngine::loss`], which takes `&self` (a second, concurrent call
+    /// gets fresh buffers).
+    eval_scratch: std::sync::Mutex<Box<[Scratch; 2]>>,
     /// The helper thread that runs the second half of each fork (`None`: one thread).
     pair: Option<Pair>,
 }
@@ -262,6 +266,7 @@ impl CpuEngine {
             theta,
             wt,
             scratch: Default::default(),
+            eval_scratch: Default::default(),
             pair,
         })
     }
@@ -483,15 +488,16 @@ impl CpuEngine {
     /// # Errors
     /// Tensor errors.
     pub fn loss(&self, b: &Batch) -> Result<f64> {
-        let mut wt = vec![0.0; self.theta.len()];
-        transpose_weights(&self.slots, &self.theta, &mut wt, 0);
         let net = Net {
             cfg: &self.cfg,
             slots: &self.slots,
             theta: &self.theta,
-            wt: &wt,
+            wt: &self.wt,
         };
-        Self::halves(net, &mut Default::default(), self.pair.as_ref(), b, false)
+        match self.eval_scratch.try_lock() {
+            Ok(mut scratch) => Self::halves(net, &mut scratch, self.pair.as_ref(), b, false),
+            Err(_) => Self::halves(net, &mut Default::default(), self.pair.as_ref(), b, false),
+        }
     }
 
     /// One Adam step (`step ≥ 1`); returns the loss before the update.
