@@ -693,6 +693,23 @@ mod tests {
     }
 
     #[test]
+    fn the_bits_do_not_depend_on_the_vector_path() {
+        // Whole steps (products, fused epilogues, embedding, update) with each path this CPU
+        // has forced in turn, against the portable one.
+        use crate::kernels::{vector_path, with_vector_cap, VectorPath};
+        let portable = with_vector_cap(VectorPath::Portable, || train(2, 3));
+        for path in [VectorPath::Avx2Fma, VectorPath::Avx512] {
+            if path > with_vector_cap(VectorPath::Avx512, vector_path) {
+                continue;
+            }
+            assert!(
+                with_vector_cap(path, || train(2, 3)) == portable,
+                "{path:?} differs from the portable path"
+            );
+        }
+    }
+
+    #[test]
     fn the_bits_do_not_depend_on_the_thread_count() {
         // 1 thread runs both halves and the whole update on the caller; 2, 3 and the
         // machine's count (0) split them with the helper thread: the same bits.
