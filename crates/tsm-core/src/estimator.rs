@@ -94,8 +94,8 @@ use crate::{Error, Result};
 const LANES: usize = 8;
 
 /// `(Σ v, Σ v²)` with `v = L(x0[i], x_t, s[i]) − shift`, accumulated in eight lanes (lane `l`
-/// takes the elements `i ≡ l mod 8`, then the lanes are added in order). The AVX2 kernel and
-/// the portable one perform the same IEEE operations in the same order, so they agree bit for
+/// takes the elements `i ≡ l mod 8`, then the lanes are added in order). The AVX-512 and AVX2
+/// kernels and the portable one perform the same IEEE operations in the same order, so they agree bit for
 /// bit and results do not depend on the CPU.
 #[inline]
 fn shifted_sums_contiguous(
@@ -110,7 +110,24 @@ fn shifted_sums_contiguous(
     let body = n - n % LANES;
     let (mut sum, mut sum_sq) = ([0.0; LANES], [0.0; LANES]);
     #[cfg(target_arch = "x86_64")]
-    let done = if crate::fastmath::level() >= crate::fastmath::Level::Avx2 {
+    let level = crate::fastmath::level();
+    #[cfg(target_arch = "x86_64")]
+    let done = if level == crate::fastmath::Level::Avx512 {
+        // SAFETY: `level` reports AVX-512 F only where the CPU has it; `body ≤ n` bounds every
+        // load.
+        unsafe {
+            avx512::shifted_sums(
+                c,
+                &x0[..body],
+                x_t,
+                &score0[..body],
+                shift,
+                &mut sum,
+                &mut sum_sq,
+            )
+        };
+        true
+    } else if level == crate::fastmath::Level::Avx2 {
         // SAFETY: `level` reports AVX2 only where the CPU has it; `body ≤ n` bounds every load.
         unsafe {
             avx2::shifted_sums(
@@ -206,6 +223,54 @@ mod avx2 {
             _mm256_storeu_pd(sum.as_mut_ptr().add(4), s1);
             _mm256_storeu_pd(sum_sq.as_mut_ptr(), q0);
             _mm256_storeu_pd(sum_sq.as_mut_ptr().add(4), q1);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::{Coefficients, LANES};
+
+    /// The eight-lane body of [`super::shifted_sums_contiguous`] in one 512-bit register per
+    /// sum (lane `l` of the register is lane `l` of the portable code); `x0.len()` is a
+    /// multiple of 8.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn shifted_sums(
+        c: &Coefficients,
+        x0: &[f64],
+        x_t: f64,
+        score0: &[f64],
+        shift: f64,
+        sum: &mut [f64; LANES],
+        sum_sq: &mut [f64; LANES],
+    ) {
+        let (a, b, alpha) = (
+            _mm512_set1_pd(c.a),
+            _mm512_set1_pd(c.b),
+            _mm512_set1_pd(c.alpha),
+        );
+        let (xt, sh) = (_mm512_set1_pd(x_t), _mm512_set1_pd(shift));
+        let (mut s, mut q) = (_mm512_setzero_pd(), _mm512_setzero_pd());
+        for (xs, ss) in x0.chunks_exact(LANES).zip(score0.chunks_exact(LANES)) {
+            // SAFETY: each chunk has 8 elements: one 512-bit load each.
+            let (x, g) = unsafe { (_mm512_loadu_pd(xs.as_ptr()), _mm512_loadu_pd(ss.as_ptr())) };
+            // v = a (α x − x_t) + b s − shift, as in `Coefficients::apply`.
+            let v = _mm512_sub_pd(
+                _mm512_add_pd(
+                    _mm512_mul_pd(a, _mm512_sub_pd(_mm512_mul_pd(alpha, x), xt)),
+                    _mm512_mul_pd(b, g),
+                ),
+                sh,
+            );
+            s = _mm512_add_pd(s, v);
+            q = _mm512_add_pd(q, _mm512_mul_pd(v, v));
+        }
+        // SAFETY: the arrays have 8 elements.
+        unsafe {
+            _mm512_storeu_pd(sum.as_mut_ptr(), s);
+            _mm512_storeu_pd(sum_sq.as_mut_ptr(), q);
         }
     }
 }

@@ -6,8 +6,8 @@
 //! by a float→int cast) and accurate to a few ulp, so loops over slices of it vectorise.
 //!
 //! The crate also exports a `multiversion!` macro, hidden from the docs: the workspace's one
-//! run-time dispatch (AVX2 or the baseline), used by tsm-targets' and
-//! tsm-nn's kernels (not a public API). [`level`] says which path the dispatch takes, and
+//! run-time dispatch (AVX2, AVX-512 where a kernel asks for it, or the baseline), used by
+//! tsm-targets' and tsm-nn's kernels (not a public API). [`level`] says which path the dispatch takes, and
 //! [`cap_level`] lowers it, so that tests can force each path in turn.
 
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -19,9 +19,11 @@ pub enum Level {
     Portable = 0,
     /// AVX2 (256-bit vectors).
     Avx2 = 1,
+    /// AVX-512 F, VL and DQ (512-bit vectors; masks and rotates on 256-bit ones too).
+    Avx512 = 2,
 }
 
-static CAP: AtomicU8 = AtomicU8::new(Level::Avx2 as u8);
+static CAP: AtomicU8 = AtomicU8::new(Level::Avx512 as u8);
 
 /// The level the dispatch uses: the highest the CPU has, at most the [`cap_level`] cap.
 #[inline]
@@ -29,6 +31,14 @@ pub fn level() -> Level {
     let cap = CAP.load(Ordering::Relaxed);
     #[cfg(target_arch = "x86_64")]
     {
+        if cap >= Level::Avx512 as u8
+            && std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+            && std::arch::is_x86_feature_detected!("avx512dq")
+            && std::arch::is_x86_feature_detected!("avx2")
+        {
+            return Level::Avx512;
+        }
         if cap >= Level::Avx2 as u8 && std::arch::is_x86_feature_detected!("avx2") {
             return Level::Avx2;
         }
@@ -41,9 +51,10 @@ pub fn level() -> Level {
 /// previous cap. Every path computes the same bits, so this changes speed only: it lets tests
 /// and benchmarks run each path in turn on a CPU that has them all.
 pub fn cap_level(level: Option<Level>) -> Option<Level> {
-    let new = level.map_or(Level::Avx2 as u8, |l| l as u8);
+    let new = level.map_or(Level::Avx512 as u8, |l| l as u8);
     match CAP.swap(new, Ordering::Relaxed) {
         0 => Some(Level::Portable),
+        1 => Some(Level::Avx2),
         _ => None,
     }
 }
@@ -70,19 +81,21 @@ pub fn with_cap<T>(level: Option<Level>, f: impl FnOnce() -> T) -> T {
 /// The levels this CPU has, lowest first (for tests that force each in turn).
 pub fn available_levels() -> Vec<Level> {
     let top = with_cap(None, level);
-    [Level::Portable, Level::Avx2]
+    [Level::Portable, Level::Avx2, Level::Avx512]
         .into_iter()
         .filter(|&l| l <= top)
         .collect()
 }
 
 /// Defines `$name` that runs `$kernel` compiled with AVX2 enabled when the CPU has it (and
-/// [`level`] allows it), and as compiled for the baseline target otherwise.
+/// [`level`] allows it), and as compiled for the baseline target otherwise. With a leading
+/// `avx512;` it also compiles an AVX-512 (F, VL, DQ) copy and takes it first where [`level`]
+/// allows (opt-in per kernel: 512-bit vectors pay only where a loop is long and arithmetic).
 ///
 /// The kernel must be an `#[inline(always)]` function of plain Rust: every path runs the same
 /// IEEE operations in the same order (Rust never contracts `a * b + c` into an FMA on its own),
-/// so the results are identical bit for bit; AVX2 only makes the vectoriser use wider
-/// registers. This is how the hot loops get vector speed without users setting
+/// so the results are identical bit for bit; the wider levels only make the vectoriser use
+/// wider registers. This is how the hot loops get vector speed without users setting
 /// `RUSTFLAGS`.
 //
 // Exported (and so public) only because the other crates of the workspace use it — the
@@ -91,6 +104,32 @@ pub fn available_levels() -> Vec<Level> {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! multiversion {
+    (avx512; $(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? => $kernel:path) => {
+        $(#[$meta])*
+        #[inline]
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx2")]
+                unsafe fn widest($($arg: $ty),*) $(-> $ret)? {
+                    $kernel($($arg),*)
+                }
+                #[target_feature(enable = "avx2")]
+                unsafe fn wide($($arg: $ty),*) $(-> $ret)? {
+                    $kernel($($arg),*)
+                }
+                match $crate::fastmath::level() {
+                    // SAFETY: `level` reports AVX-512 F, VL, DQ (and AVX2) only where the CPU
+                    // has them.
+                    $crate::fastmath::Level::Avx512 => return unsafe { widest($($arg),*) },
+                    // SAFETY: `level` reports AVX2 only where the CPU has it.
+                    $crate::fastmath::Level::Avx2 => return unsafe { wide($($arg),*) },
+                    $crate::fastmath::Level::Portable => {}
+                }
+            }
+            $kernel($($arg),*)
+        }
+    };
     ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? => $kernel:path) => {
         $(#[$meta])*
         #[inline]

@@ -358,7 +358,7 @@ mod tests {
     use tsm_targets::named;
 
     /// The Fig. 2 computation (`--quick` sizes, seed 3) gives the same bits with the dispatch
-    /// forced to each level the CPU has (portable, AVX2): the CSV does not depend on
+    /// forced to each level the CPU has (portable, AVX2, AVX-512): the CSV does not depend on
     /// the CPU's vector width.
     #[test]
     fn every_dispatch_level_gives_the_same_rows() {

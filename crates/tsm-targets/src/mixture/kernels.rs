@@ -1,13 +1,14 @@
 //! The vectorised batch kernels of the mixture: the score of a 1-D mixture at many points and
-//! the two-component posterior draws, each compiled twice by [`tsm_core::multiversion!`]
-//! (AVX2 when the CPU has it, the baseline otherwise; the same IEEE operations, so the same
-//! bits — tested with each path forced in turn).
+//! the two-component posterior draws, each compiled three times by
+//! [`tsm_core::multiversion!`] (AVX-512 or AVX2 when the CPU has it, the baseline otherwise;
+//! the same IEEE operations, so the same bits — tested with each path forced in turn).
 
 use tsm_core::fastmath;
 
 use super::GaussianMixture;
 
 tsm_core::multiversion! {
+    avx512;
     /// `z ← m_c + s_c z` with `c = 1` where `u ≥ threshold`, else `c = 0`.
     pub(super) fn place_two_components(z: &mut [f64], u: &[u32], threshold: u64, means: &[f64], stds: &[f64])
         => place_two_components_kernel
@@ -42,6 +43,7 @@ impl GaussianMixture {
 }
 
 tsm_core::multiversion! {
+    avx512;
     fn score_batch_1d(mixture: &GaussianMixture, xs: &[f64], out: &mut [f64]) => score_batch_1d_kernel
 }
 
@@ -92,7 +94,7 @@ mod tests {
 
     #[test]
     fn every_dispatch_level_gives_the_portable_bits() {
-        // Each level the CPU has (AVX2), forced in turn, against the baseline build
+        // Each level the CPU has (AVX-512, AVX2), forced in turn, against the baseline build
         // of the same kernels: bit for bit, for 1, 2 and 4 components and the placement of
         // two-component draws.
         use tsm_core::fastmath::{available_levels, with_cap, Level};
