@@ -366,35 +366,52 @@ fn kronrod_panel<const N: usize>(
     }
     let mut values = [[0.0; N]; KRONROD_POINTS];
     f(&xs, &mut values)?;
-    if let Some(&value) = values.iter().flatten().find(|v| !v.is_finite()) {
-        return Err(Error::NonFinite {
-            op: "gauss_kronrod integrand",
-            value,
-        });
+    // The sums run over the nodes in the outer loop and the components in the inner one, so
+    // that they vectorise across components; each component's sums are the same operations
+    // in the same order as one component at a time.
+    let centre_values = values[2 * HALF];
+    let mut kronrod: [f64; N] = std::array::from_fn(|k| KRONROD_WEIGHTS[HALF] * centre_values[k]);
+    let mut gauss: [f64; N] = std::array::from_fn(|k| GAUSS_WEIGHTS[HALF / 2] * centre_values[k]);
+    let mut abs: [f64; N] = std::array::from_fn(|k| KRONROD_WEIGHTS[HALF] * centre_values[k].abs());
+    for j in 0..HALF {
+        let (lo, hi) = (&values[2 * j], &values[2 * j + 1]);
+        let w = KRONROD_WEIGHTS[j];
+        for k in 0..N {
+            kronrod[k] += w * (lo[k] + hi[k]);
+            abs[k] += w * (lo[k].abs() + hi[k].abs());
+        }
+        if j % 2 == 1 {
+            let g = GAUSS_WEIGHTS[j / 2];
+            for k in 0..N {
+                gauss[k] += g * (lo[k] + hi[k]);
+            }
+        }
+    }
+    // A non-finite value makes its component's `abs` non-finite (the weights are positive);
+    // only then look for the first one (`abs` may also overflow with finite values).
+    if abs.iter().any(|v| !v.is_finite()) {
+        if let Some(&value) = values.iter().flatten().find(|v| !v.is_finite()) {
+            return Err(Error::NonFinite {
+                op: "gauss_kronrod integrand",
+                value,
+            });
+        }
+    }
+    let mean: [f64; N] = std::array::from_fn(|k| 0.5 * kronrod[k]);
+    let mut asc: [f64; N] =
+        std::array::from_fn(|k| KRONROD_WEIGHTS[HALF] * (centre_values[k] - mean[k]).abs());
+    for j in 0..HALF {
+        let (lo, hi) = (&values[2 * j], &values[2 * j + 1]);
+        let w = KRONROD_WEIGHTS[j];
+        for k in 0..N {
+            asc[k] += w * ((lo[k] - mean[k]).abs() + (hi[k] - mean[k]).abs());
+        }
     }
     let mut value = [0.0; N];
     let mut error = [0.0; N];
     for k in 0..N {
-        let centre_value = values[2 * HALF][k];
-        let mut kronrod = KRONROD_WEIGHTS[HALF] * centre_value;
-        let mut gauss = GAUSS_WEIGHTS[HALF / 2] * centre_value;
-        let mut abs = KRONROD_WEIGHTS[HALF] * centre_value.abs();
-        for j in 0..HALF {
-            let (lo, hi) = (values[2 * j][k], values[2 * j + 1][k]);
-            kronrod += KRONROD_WEIGHTS[j] * (lo + hi);
-            abs += KRONROD_WEIGHTS[j] * (lo.abs() + hi.abs());
-            if j % 2 == 1 {
-                gauss += GAUSS_WEIGHTS[j / 2] * (lo + hi);
-            }
-        }
-        let mean = 0.5 * kronrod;
-        let mut asc = KRONROD_WEIGHTS[HALF] * (centre_value - mean).abs();
-        for j in 0..HALF {
-            let (lo, hi) = (values[2 * j][k], values[2 * j + 1][k]);
-            asc += KRONROD_WEIGHTS[j] * ((lo - mean).abs() + (hi - mean).abs());
-        }
-        let (kronrod, abs, asc) = (kronrod * half, abs * half, asc * half);
-        let mut err = (kronrod - gauss * half).abs();
+        let (kronrod, abs, asc) = (kronrod[k] * half, abs[k] * half, asc[k] * half);
+        let mut err = (kronrod - gauss[k] * half).abs();
         if asc != 0.0 && err != 0.0 {
             let r = 200.0 * err / asc;
             err = asc * (r * r.sqrt()).min(1.0);
@@ -495,6 +512,46 @@ mod tests {
         // Without the floor it cannot converge, and says so.
         let i = gauss_kronrod(f, &[0.0, 1.0], &Tolerance::relative(1e-12)).unwrap();
         assert!(!i.converged);
+    }
+
+    /// The panel's sums run across components at once: each component's value and error are
+    /// the bits of that component integrated alone.
+    #[test]
+    fn a_panel_of_several_components_is_each_component_alone() {
+        let fs = [
+            |x: f64| (3.0 * x).sin() * x.exp(),
+            |x: f64| 1.0 / (1.0 + 25.0 * x * x),
+            |x: f64| (x - 0.3).abs().sqrt(),
+        ];
+        let mut all = |xs: &[f64; KRONROD_POINTS], out: &mut [[f64; 3]; KRONROD_POINTS]| {
+            for (x, o) in xs.iter().zip(out.iter_mut()) {
+                *o = std::array::from_fn(|k| fs[k](*x));
+            }
+            Ok(())
+        };
+        let together = kronrod_panel(&mut all, -0.7, 1.3).unwrap();
+        for (k, f) in fs.iter().enumerate() {
+            let mut one = |xs: &[f64; KRONROD_POINTS], out: &mut [[f64; 1]; KRONROD_POINTS]| {
+                for (x, o) in xs.iter().zip(out.iter_mut()) {
+                    *o = [f(*x)];
+                }
+                Ok(())
+            };
+            let alone = kronrod_panel(&mut one, -0.7, 1.3).unwrap();
+            assert_eq!(together.value[k].to_bits(), alone.value[0].to_bits(), "{k}");
+            assert_eq!(together.error[k].to_bits(), alone.error[0].to_bits(), "{k}");
+        }
+        // A non-finite value among finite components is still reported.
+        let mut bad = |xs: &[f64; KRONROD_POINTS], out: &mut [[f64; 2]; KRONROD_POINTS]| {
+            for (x, o) in xs.iter().zip(out.iter_mut()) {
+                *o = [*x, if *x > 0.5 { f64::NAN } else { 1.0 }];
+            }
+            Ok(())
+        };
+        assert!(matches!(
+            kronrod_panel(&mut bad, 0.0, 1.0),
+            Err(Error::NonFinite { .. })
+        ));
     }
 
     #[test]

@@ -323,6 +323,7 @@ pub fn optimal_weight(
 }
 
 tsm_core::multiversion! {
+    avx512;
     /// `x = centre + width z` and `φ(z)` at the nodes (vectorised).
     fn normal_nodes(
         zs: &[f64; KRONROD_POINTS],
@@ -480,6 +481,10 @@ struct Problem<'a> {
     prior_crossovers: Vec<f64>,
     marginal_means: Vec<f64>,
     marginal_stds: Vec<f64>,
+    /// `ln πᵢ − ln sᵢ` of the prior's components and of `p_t`'s (`ln πᵢ − ln Sᵢ`), computed
+    /// once rather than at every quadrature node.
+    prior_log_norms: Vec<f64>,
+    marginal_log_norms: Vec<f64>,
 }
 
 fn nested(
@@ -531,15 +536,22 @@ fn nested(
     let prior_means: Vec<f64> = (0..n).map(|i| first(target.component_mean(i))).collect();
     let prior_stds: Vec<f64> = (0..n).map(|i| first(target.component_std(i))).collect();
     let marginal = target.noised(schedule, t)?;
+    let marginal_means: Vec<f64> = (0..n).map(|i| first(marginal.component_mean(i))).collect();
+    let marginal_stds: Vec<f64> = (0..n).map(|i| first(marginal.component_std(i))).collect();
+    let log_norms = |weights: &[f64], stds: &[f64]| -> Vec<f64> {
+        (0..n).map(|i| weights[i].ln() - stds[i].ln()).collect()
+    };
     let problem = Problem {
         target,
         alpha,
         sigma_sq: schedule.sigma_sq(t),
         prior_crossovers: crossovers(target.weights(), &prior_means, &prior_stds),
+        prior_log_norms: log_norms(target.weights(), &prior_stds),
+        marginal_log_norms: log_norms(marginal.weights(), &marginal_stds),
         prior_means,
         prior_stds,
-        marginal_means: (0..n).map(|i| first(marginal.component_mean(i))).collect(),
-        marginal_stds: (0..n).map(|i| first(marginal.component_std(i))).collect(),
+        marginal_means,
+        marginal_stds,
         marginal,
     };
     let mut out = Vec::with_capacity(coefficients.len());
@@ -1067,12 +1079,11 @@ impl Problem<'_> {
     /// (`ρⱼ` the prior responsibilities, `gⱼ = −(x − μⱼ)/sⱼ²`; differentiate
     /// `ρⱼ' = ρⱼ (gⱼ − g)`).
     fn score_and_slope(&self, x: f64) -> (f64, f64) {
-        let weights = self.target.weights();
-        let n = weights.len();
+        let n = self.prior_means.len();
         let log_terms: Vec<f64> = (0..n)
             .map(|j| {
                 let r = (x - self.prior_means[j]) / self.prior_stds[j];
-                weights[j].ln() - self.prior_stds[j].ln() - 0.5 * r * r
+                self.prior_log_norms[j] - 0.5 * r * r
             })
             .collect();
         let max = log_terms.iter().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -1098,7 +1109,7 @@ impl Problem<'_> {
             .map(|i| {
                 let (m, s) = (self.marginal_means[i], self.marginal_stds[i]);
                 let r = (y - m) / s;
-                self.marginal.weights()[i].ln() - s.ln() - 0.5 * r * r
+                self.marginal_log_norms[i] - 0.5 * r * r
             })
             .collect();
         let max = logs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
