@@ -87,17 +87,12 @@ impl RunSizes {
     }
 }
 
-/// Trains a conditional score model on `set` with `loss` and `sizes` (seed: the set's), on
-/// the CPU engine with `threads` threads; returns the trainer at its last step.
+/// The configuration of a conditional score model on `set` with `loss` and `sizes` (seed: the
+/// set's; otherwise `sbi train`'s defaults, no checkpoints).
 ///
 /// # Errors
-/// The configuration (as [`sbi_config`]) or a diverged run.
-pub fn train_sbi(
-    set: &Arc<SimulationSet>,
-    loss: SbiLoss,
-    sizes: &RunSizes,
-    threads: usize,
-) -> Result<SbiTrainer> {
+/// As [`sbi_config`].
+pub fn sbi_run_config(set: &SimulationSet, loss: SbiLoss, sizes: &RunSizes) -> Result<TrainConfig> {
     let base = TrainConfig {
         model: ModelConfig {
             mlp: MlpConfig {
@@ -127,7 +122,21 @@ pub fn train_sbi(
             )?,
         )
     };
-    let cfg = sbi_config(set, loss, base)?;
+    Ok(sbi_config(set, loss, base)?)
+}
+
+/// Trains a conditional score model on `set` with `loss` and `sizes` (seed: the set's), on
+/// the CPU engine with `threads` threads; returns the trainer at its last step.
+///
+/// # Errors
+/// The configuration (as [`sbi_config`]) or a diverged run.
+pub fn train_sbi(
+    set: &Arc<SimulationSet>,
+    loss: SbiLoss,
+    sizes: &RunSizes,
+    threads: usize,
+) -> Result<SbiTrainer> {
+    let cfg = sbi_run_config(set, loss, sizes)?;
     let batches = SimulationBatches::new(set.clone(), &cfg)?;
     let mut trainer = SbiTrainer::with_source(
         cfg,

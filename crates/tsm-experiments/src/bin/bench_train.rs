@@ -41,16 +41,15 @@ use tsm_core::sampler::SamplerConfig;
 use tsm_core::target::Dim;
 use tsm_core::weighting::Weighting;
 use tsm_experiments::cli::{choice, count, flag_error, usage_error};
-use tsm_experiments::ltsm::RunSizes;
+use tsm_experiments::ltsm::{sbi_run_config, RunSizes};
 use tsm_experiments::training::tune_cpu;
 use tsm_nn::candle::Device;
 use tsm_nn::engine::EngineKind;
 use tsm_nn::implicit::TrainLoss;
-use tsm_nn::loss::{BatchSource, LossConfig, TargetVariances};
-use tsm_nn::optim::AdamConfig;
-use tsm_nn::sbi::{sbi_config, SbiLoss, SbiTrainer, SimulationBatches, SimulationSet};
+use tsm_nn::loss::{BatchSource, LossConfig};
+use tsm_nn::sbi::{SbiLoss, SbiTrainer, SimulationBatches, SimulationSet};
 use tsm_nn::score::ModelScore;
-use tsm_nn::{MlpConfig, ModelConfig, TrainConfig, Trainer, TrainerOptions, VectorPath};
+use tsm_nn::{ModelConfig, TrainConfig, Trainer, TrainerOptions, VectorPath};
 use tsm_targets::sbi::SbiTask;
 use tsm_targets::GaussianMixture;
 
@@ -172,39 +171,15 @@ impl Workload {
         match self {
             Self::Fig5(target) => config(target, engine, batch, steps),
             Self::Sbi(set) => {
-                // `sbi train`'s base configuration at its default sizes (`RunSizes::full`).
-                let sizes = RunSizes::full(steps);
-                let base = TrainConfig {
-                    model: ModelConfig {
-                        mlp: MlpConfig {
-                            hidden: sizes.hidden,
-                            depth: sizes.depth,
-                            embedding_dim: sizes.embedding_dim,
-                            ..MlpConfig::default()
-                        },
-                        ..ModelConfig::default()
-                    },
-                    adam: AdamConfig {
-                        lr: sizes.lr,
-                        ema_decay: sizes.ema_decay,
-                        ..AdamConfig::default()
-                    },
+                // `sbi train`'s configuration at its default sizes (`RunSizes::full`).
+                let sizes = RunSizes {
                     batch,
-                    steps,
-                    seed: set.seed(),
-                    checkpoint_every: 0,
-                    engine,
-                    ..TrainConfig::new(
-                        "",
-                        ModelConfig::default(),
-                        LossConfig::new(
-                            ScoreIdentity::Dsi,
-                            Weighting::Uniform,
-                            &TargetVariances::new(1.0, None)?,
-                        )?,
-                    )
+                    ..RunSizes::full(steps)
                 };
-                Ok(sbi_config(set, SbiLoss::Mix, base)?)
+                Ok(TrainConfig {
+                    engine,
+                    ..sbi_run_config(set, SbiLoss::Mix, &sizes)?
+                })
             }
         }
     }
