@@ -53,12 +53,12 @@ fn refill(state: &mut [[u64; LANES]; 4], out: &mut [u64; BLOCK]) {
     match crate::fastmath::level() {
         crate::fastmath::Level::Avx512 => {
             // SAFETY: `level` reports AVX-512 (F, VL) and AVX2 only where the CPU has them.
-            unsafe { avx512::refill(state, out) };
+            unsafe { vector::refill_avx512(state, out) };
             return;
         }
         crate::fastmath::Level::Avx2 => {
             // SAFETY: `level` reports AVX2 only where the CPU has it.
-            unsafe { avx2::refill(state, out) };
+            unsafe { vector::refill_avx2(state, out) };
             return;
         }
         crate::fastmath::Level::Portable => {}
@@ -82,21 +82,27 @@ fn refill(state: &mut [[u64; LANES]; 4], out: &mut [u64; BLOCK]) {
     *state = [s0, s1, s2, s3];
 }
 
+/// The vector refills: four xoshiro256++ lanes in one 256-bit register per state word, the
+/// same integer operations as the portable refill (so the same stream), written once and
+/// compiled for AVX2 and for AVX-512 VL, whose 64-bit rotate (`vprolq`) is one instruction
+/// instead of two shifts and an or on the refill's serial chain.
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+mod vector {
     use std::arch::x86_64::*;
 
     use super::{BLOCK, LANES};
 
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    fn rotl<const L: i32, const R: i32>(x: __m256i) -> __m256i {
-        _mm256_or_si256(_mm256_slli_epi64::<L>(x), _mm256_srli_epi64::<R>(x))
-    }
-
-    /// Four xoshiro256++ lanes in one register per state word.
-    #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn refill(state: &mut [[u64; LANES]; 4], out: &mut [u64; BLOCK]) {
+    /// The refill with the rotations `rot23` and `rot45` (left by 23 and by 45 bits).
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 (the caller's target features, into which this is inlined).
+    #[inline(always)]
+    unsafe fn refill_with(
+        state: &mut [[u64; LANES]; 4],
+        out: &mut [u64; BLOCK],
+        rot23: impl Fn(__m256i) -> __m256i,
+        rot45: impl Fn(__m256i) -> __m256i,
+    ) {
         // SAFETY (all loads/stores): each `[u64; 4]` is exactly one 256-bit register, and `out`
         // has BLOCK = 16 · 4 values.
         unsafe {
@@ -108,7 +114,7 @@ mod avx2 {
                 load(&state[3]),
             );
             for chunk in out.chunks_exact_mut(LANES) {
-                let result = _mm256_add_epi64(rotl::<23, 41>(_mm256_add_epi64(s0, s3)), s0);
+                let result = _mm256_add_epi64(rot23(_mm256_add_epi64(s0, s3)), s0);
                 _mm256_storeu_si256(chunk.as_mut_ptr().cast(), result);
                 let t = _mm256_slli_epi64::<17>(s1);
                 s2 = _mm256_xor_si256(s2, s0);
@@ -116,50 +122,39 @@ mod avx2 {
                 s1 = _mm256_xor_si256(s1, s2);
                 s0 = _mm256_xor_si256(s0, s3);
                 s2 = _mm256_xor_si256(s2, t);
-                s3 = rotl::<45, 19>(s3);
+                s3 = rot45(s3);
             }
             for (w, v) in state.iter_mut().zip([s0, s1, s2, s3]) {
                 _mm256_storeu_si256(w.as_mut_ptr().cast(), v);
             }
         }
     }
-}
 
-/// The AVX2 refill with AVX-512 VL's 64-bit rotate (`vprolq`, one instruction instead of two
-/// shifts and an or, on the refill's serial chain); the same integer operations' results.
-#[cfg(target_arch = "x86_64")]
-mod avx512 {
-    use std::arch::x86_64::*;
-
-    use super::{BLOCK, LANES};
-
-    /// Four xoshiro256++ lanes in one register per state word.
-    #[target_feature(enable = "avx512f,avx512vl,avx2")]
-    pub(super) unsafe fn refill(state: &mut [[u64; LANES]; 4], out: &mut [u64; BLOCK]) {
-        // SAFETY (all loads/stores): each `[u64; 4]` is exactly one 256-bit register, and `out`
-        // has BLOCK = 16 · 4 values.
+    /// The AVX2 refill: rotations as two shifts and an or.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn refill_avx2(state: &mut [[u64; LANES]; 4], out: &mut [u64; BLOCK]) {
+        // SAFETY: this function has AVX2.
         unsafe {
-            let load = |w: &[u64; LANES]| _mm256_loadu_si256(w.as_ptr().cast());
-            let (mut s0, mut s1, mut s2, mut s3) = (
-                load(&state[0]),
-                load(&state[1]),
-                load(&state[2]),
-                load(&state[3]),
+            refill_with(
+                state,
+                out,
+                |x| _mm256_or_si256(_mm256_slli_epi64::<23>(x), _mm256_srli_epi64::<41>(x)),
+                |x| _mm256_or_si256(_mm256_slli_epi64::<45>(x), _mm256_srli_epi64::<19>(x)),
             );
-            for chunk in out.chunks_exact_mut(LANES) {
-                let result = _mm256_add_epi64(_mm256_rol_epi64::<23>(_mm256_add_epi64(s0, s3)), s0);
-                _mm256_storeu_si256(chunk.as_mut_ptr().cast(), result);
-                let t = _mm256_slli_epi64::<17>(s1);
-                s2 = _mm256_xor_si256(s2, s0);
-                s3 = _mm256_xor_si256(s3, s1);
-                s1 = _mm256_xor_si256(s1, s2);
-                s0 = _mm256_xor_si256(s0, s3);
-                s2 = _mm256_xor_si256(s2, t);
-                s3 = _mm256_rol_epi64::<45>(s3);
-            }
-            for (w, v) in state.iter_mut().zip([s0, s1, s2, s3]) {
-                _mm256_storeu_si256(w.as_mut_ptr().cast(), v);
-            }
+        }
+    }
+
+    /// The AVX-512 VL refill: rotations by `vprolq`.
+    #[target_feature(enable = "avx512f,avx512vl,avx2")]
+    pub(super) unsafe fn refill_avx512(state: &mut [[u64; LANES]; 4], out: &mut [u64; BLOCK]) {
+        // SAFETY: this function has AVX2 and AVX-512 VL.
+        unsafe {
+            refill_with(
+                state,
+                out,
+                |x| _mm256_rol_epi64::<23>(x),
+                |x| _mm256_rol_epi64::<45>(x),
+            );
         }
     }
 }
