@@ -45,15 +45,16 @@ struct Shared {
     parked: AtomicBool,
     /// Set by the caller while it parks waiting for DONE, so that the helper unparks it.
     caller_parked: AtomicBool,
-    /// Written by the caller before `POSTED` is stored, read by the helper after it loads it.
+    /// Written by the caller before it stores `POSTED`, read by the helper after it moved
+    /// the state from `POSTED` to `RUNNING`.
     job: UnsafeCell<Option<Job>>,
     /// The caller of the job in progress (to unpark), written and read as `job`.
     caller: UnsafeCell<Option<thread::Thread>>,
 }
 
-// SAFETY: `job` is written only by the caller while the state is IDLE and read only by the
-// helper after it saw POSTED (release/acquire on `state` orders the two); the pointee is
-// `Send`.
+// SAFETY: `job` and `caller` are written only by the caller while the state is IDLE (and it
+// holds `busy`), and read only by the helper after its compare-and-swap from POSTED to
+// RUNNING succeeded (SeqCst operations on `state` order the two); the pointee is `Send`.
 unsafe impl Sync for Shared {}
 // SAFETY: as above; the raw pointer is only dereferenced under that protocol.
 unsafe impl Send for Shared {}
