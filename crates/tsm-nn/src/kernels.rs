@@ -180,6 +180,42 @@ pub struct Lhs<'a> {
     pub col: usize,
 }
 
+/// Columns per panel of a [`Rhs::Panels`] right factor.
+pub const PANEL: usize = 32;
+
+/// The right factor `B: [k, n]` of a product.
+#[derive(Debug, Clone, Copy)]
+pub enum Rhs<'a> {
+    /// Row-major with row stride `ld`.
+    Rows {
+        /// The elements.
+        data: &'a [f32],
+        /// The stride between rows `p`.
+        ld: usize,
+    },
+    /// In panels of [`PANEL`] columns, each a row-major `[k, PANEL]` block, the last one
+    /// zero-padded ([`panel_index`], [`panels_len`]). A panel is contiguous, so it stays in
+    /// L1 while every row of `A` passes it (the product runs panel by panel); the engine
+    /// keeps its weights so.
+    Panels(&'a [f32]),
+}
+
+/// Where element `(p, j)` of a `k`-row matrix sits in [`Rhs::Panels`] layout.
+#[inline]
+pub fn panel_index(k: usize, p: usize, j: usize) -> usize {
+    (j / PANEL) * k * PANEL + p * PANEL + j % PANEL
+}
+
+/// The panels of a `[k, n]` matrix in [`Rhs::Panels`] layout, numbered.
+fn panels(data: &[f32], k: usize, n: usize) -> impl Iterator<Item = (usize, &[f32])> {
+    (0..n.div_ceil(PANEL)).map(move |q| (q, &data[q * k * PANEL..(q + 1) * k * PANEL]))
+}
+
+/// The length of a `[k, n]` matrix in [`Rhs::Panels`] layout.
+pub fn panels_len(k: usize, n: usize) -> usize {
+    n.div_ceil(PANEL) * k * PANEL
+}
+
 /// What a product does with each finished piece of a row of `A·B` while it is still in
 /// registers or L1: store it ([`gemm`]), or run the layer's elementwise step on it
 /// ([`gemm_bias_silu`], [`gemm_silu_backward`]), which saves a pass over `[n, h]` buffers.
@@ -252,12 +288,16 @@ impl Epilogue for SiluBackward<'_> {
 
 /// Checks that the slices hold the shapes of an `[m, k]·[k, n]` product (a bug in the
 /// caller otherwise).
-fn check_shapes(m: usize, n: usize, k: usize, a: Lhs<'_>, b: &[f32], ldb: usize) {
+fn check_shapes(m: usize, n: usize, k: usize, a: Lhs<'_>, b: Rhs<'_>) {
     assert!(
         k == 0 || (m - 1) * a.row + (k - 1) * a.col < a.data.len(),
         "gemm: A too short"
     );
-    assert!(k == 0 || (k - 1) * ldb + n <= b.len(), "gemm: B too short");
+    let enough = match b {
+        Rhs::Rows { data, ld } => k == 0 || (k - 1) * ld + n <= data.len(),
+        Rhs::Panels(data) => panels_len(k, n) <= data.len(),
+    };
+    assert!(enough, "gemm: B too short");
 }
 
 /// `C = A·B`: `C: [m, n]` row-major with row stride `ldc`, `A: [m, k]` strided ([`Lhs`]),
@@ -271,21 +311,12 @@ fn check_shapes(m: usize, n: usize, k: usize, a: Lhs<'_>, b: &[f32], ldb: usize)
 /// # Panics
 /// When a slice is too short for the shapes (a bug in the caller).
 #[allow(clippy::too_many_arguments)]
-pub fn gemm(
-    m: usize,
-    n: usize,
-    k: usize,
-    a: Lhs<'_>,
-    b: &[f32],
-    ldb: usize,
-    c: &mut [f32],
-    ldc: usize,
-) {
+pub fn gemm(m: usize, n: usize, k: usize, a: Lhs<'_>, b: Rhs<'_>, c: &mut [f32], ldc: usize) {
     if m == 0 || n == 0 {
         return;
     }
     assert!((m - 1) * ldc + n <= c.len(), "gemm: C too short");
-    dispatch(m, n, k, a, b, ldb, &mut Store { c, ldc });
+    dispatch(m, n, k, a, b, &mut Store { c, ldc });
 }
 
 /// A hidden layer's forward pass: `z = A·B + bias` (`bias: [n]`), `sig = σ(z)`,
@@ -301,8 +332,7 @@ pub fn gemm_bias_silu(
     n: usize,
     k: usize,
     a: Lhs<'_>,
-    b: &[f32],
-    ldb: usize,
+    b: Rhs<'_>,
     bias: &[f32],
     sig: &mut [f32],
     act: &mut [f32],
@@ -317,7 +347,7 @@ pub fn gemm_bias_silu(
         "gemm_bias_silu: an output too short"
     );
     let mut epi = BiasSilu { bias, sig, act, ld };
-    dispatch(m, n, k, a, b, ldb, &mut epi);
+    dispatch(m, n, k, a, b, &mut epi);
 }
 
 /// A hidden layer's backward pass through SiLU: `dz = (A·B) ⊙ SiLU'(z)` with
@@ -334,8 +364,7 @@ pub fn gemm_silu_backward(
     n: usize,
     k: usize,
     a: Lhs<'_>,
-    b: &[f32],
-    ldb: usize,
+    b: Rhs<'_>,
     act: &[f32],
     sig: &[f32],
     dz: &mut [f32],
@@ -357,32 +386,32 @@ pub fn gemm_silu_backward(
         db,
         ld,
     };
-    dispatch(m, n, k, a, b, ldb, &mut epi);
+    dispatch(m, n, k, a, b, &mut epi);
 }
 
 /// The product on the widest path this CPU allows ([`vector_path`]).
-fn dispatch<E: Epilogue>(
-    m: usize,
-    n: usize,
-    k: usize,
-    a: Lhs<'_>,
-    b: &[f32],
-    ldb: usize,
-    epi: &mut E,
-) {
-    check_shapes(m, n, k, a, b, ldb);
+fn dispatch<E: Epilogue>(m: usize, n: usize, k: usize, a: Lhs<'_>, b: Rhs<'_>, epi: &mut E) {
+    check_shapes(m, n, k, a, b);
     match vector_path() {
         #[cfg(target_arch = "x86_64")]
         VectorPath::Avx512 => {
             // SAFETY: `vector_path` reports AVX-512 only where the CPU has avx512f and fma.
-            unsafe { x86::gemm_avx512(m, n, k, a, b, ldb, epi) }
+            unsafe { x86::gemm_avx512(m, n, k, a, b, epi) }
         }
         #[cfg(target_arch = "x86_64")]
         VectorPath::Avx2Fma => {
             // SAFETY: `vector_path` reports AVX2+FMA only where the CPU has both.
-            unsafe { x86::gemm_avx2(m, n, k, a, b, ldb, epi) }
+            unsafe { x86::gemm_avx2(m, n, k, a, b, epi) }
         }
-        _ => edge(0, m, 0, n, k, a, b, ldb, epi),
+        _ => match b {
+            Rhs::Rows { data, ld } => edge(0, m, 0, n, k, a, data, ld, 0, epi),
+            Rhs::Panels(data) => {
+                for (q, panel) in panels(data, k, n) {
+                    let j0 = q * PANEL;
+                    edge(0, m, j0, n.min(j0 + PANEL), k, a, panel, PANEL, 0, epi);
+                }
+            }
+        },
     }
 }
 
@@ -393,12 +422,12 @@ fn dispatch<E: Epilogue>(
 /// a small buffer on the stack to the [`Epilogue`], inlined (and so vectorised) here.
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{Epilogue, Lhs};
+    use super::{Epilogue, Lhs, Rhs, PANEL};
     use std::arch::x86_64::*;
 
     std::thread_local! {
         /// The zero-padded right-edge panel of `B` (reused across calls).
-        static PANEL: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+        static EDGE_PANEL: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     }
 
     macro_rules! vector_gemm {
@@ -421,11 +450,63 @@ mod x86 {
                 n: usize,
                 k: usize,
                 a: Lhs<'_>,
-                b: &[f32],
-                ldb: usize,
+                b: Rhs<'_>,
                 epi: &mut E,
             ) {
                 const NR: usize = 2 * $lanes;
+                let (b, ldb) = match b {
+                    Rhs::Rows { data, ld } => (data, ld),
+                    Rhs::Panels(data) => {
+                        // Panel by panel, every row tile against the panel (in L1), in
+                        // sub-panels of one tile's width.
+                        for (q, panel) in super::panels(data, k, n) {
+                            let j0 = q * PANEL;
+                            let cols = (n - j0).min(PANEL);
+                            let mut i = 0;
+                            while i < m {
+                                let rows = (m - i).min($mr);
+                                let mut s = 0;
+                                while s < cols {
+                                    let w = (cols - s).min(NR);
+                                    // SAFETY: rows and columns inside the checked shapes;
+                                    // the panel is PANEL wide and NR divides PANEL.
+                                    unsafe {
+                                        if w > $lanes {
+                                            $rows::<2, E>(
+                                                i,
+                                                rows,
+                                                s,
+                                                k,
+                                                a,
+                                                panel,
+                                                PANEL,
+                                                j0 + s,
+                                                w,
+                                                epi,
+                                            )
+                                        } else {
+                                            $rows::<1, E>(
+                                                i,
+                                                rows,
+                                                s,
+                                                k,
+                                                a,
+                                                panel,
+                                                PANEL,
+                                                j0 + s,
+                                                w,
+                                                epi,
+                                            )
+                                        }
+                                    };
+                                    s += NR;
+                                }
+                                i += rows;
+                            }
+                        }
+                        return;
+                    }
+                };
                 let full_cols = n - n % NR;
                 let mut i = 0;
                 while i < m {
@@ -447,7 +528,7 @@ mod x86 {
                     unsafe { $narrow(m, full_cols, n, k, a, b, ldb, epi) };
                     return;
                 }
-                PANEL.with_borrow_mut(|panel| {
+                EDGE_PANEL.with_borrow_mut(|panel| {
                     // One vector wide if the edge fits in one: half the padding lanes.
                     let width = if rem <= $lanes { $lanes } else { NR };
                     panel.clear();
@@ -506,7 +587,7 @@ mod x86 {
                     i += vectors * $lanes;
                 }
                 if i < m {
-                    super::edge(i, m - i, j0, n, k, a, b, ldb, epi);
+                    super::edge(i, m - i, j0, n, k, a, b, ldb, j0, epi);
                 }
             }
 
@@ -671,7 +752,8 @@ mod x86 {
     );
 }
 
-/// Rows `i..i + rows`, columns `j0..n` with scalar `mul_add`: the portable path, and the same
+/// Rows `i..i + rows`, columns `j0..n` (columns `jb0..` of `B`) with scalar `mul_add`: the
+/// portable path, and the same
 /// chain per element as the vector tiles. The elements of a block of up to 8 × 8 advance
 /// together through `p`, so that their chains overlap instead of waiting on each other's
 /// latency.
@@ -686,6 +768,7 @@ fn edge<E: Epilogue>(
     a: Lhs<'_>,
     b: &[f32],
     ldb: usize,
+    jb0: usize,
     epi: &mut E,
 ) {
     const B: usize = 8;
@@ -697,7 +780,8 @@ fn edge<E: Epilogue>(
             let nc = (n - c0).min(B);
             let mut acc = [[0.0f32; B]; B];
             for p in 0..k {
-                let bp = &b[p * ldb + c0..p * ldb + c0 + nc];
+                let bc = c0 - j0 + jb0;
+                let bp = &b[p * ldb + bc..p * ldb + bc + nc];
                 for (r, row) in acc.iter_mut().enumerate().take(nr) {
                     let x = a.data[(r0 + r) * a.row + p * a.col];
                     for (y, &z) in row.iter_mut().zip(bp) {
@@ -834,19 +918,34 @@ mod tests {
                     (dz, db)
                 };
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                for &path in &paths {
+                // B row-major, and the same B in panels (zero-padded).
+                let mut packed = vec![0.0; panels_len(k, n)];
+                for p in 0..k {
+                    for j in 0..n {
+                        packed[panel_index(k, p, j)] = b[p * n + j];
+                    }
+                }
+                let layouts = [Rhs::Rows { data: &b, ld: n }, Rhs::Panels(&packed)];
+                for (&path, rhs) in paths
+                    .iter()
+                    .flat_map(|p| layouts.iter().map(move |r| (p, *r)))
+                {
                     let (c, fused, backward) = with_vector_cap(path, || {
                         let mut c = vec![f32::NAN; m * n];
-                        gemm(m, n, k, lhs, &b, n, &mut c, n);
+                        gemm(m, n, k, lhs, rhs, &mut c, n);
                         let (mut s, mut a) = (vec![0.0; m * n], vec![0.0; m * n]);
-                        gemm_bias_silu(m, n, k, lhs, &b, n, &bias, &mut s, &mut a, n);
+                        gemm_bias_silu(m, n, k, lhs, rhs, &bias, &mut s, &mut a, n);
                         let (mut dz, mut db) = (vec![0.0; m * n], vec![0.25; n]);
                         gemm_silu_backward(
-                            m, n, k, lhs, &b, n, &act_ref, &sig_ref, &mut dz, &mut db, n,
+                            m, n, k, lhs, rhs, &act_ref, &sig_ref, &mut dz, &mut db, n,
                         );
                         (c, [s, a], [dz, db])
                     });
-                    let at = format!("{path:?} {m}x{n}x{k} t={transposed}");
+                    let layout = match rhs {
+                        Rhs::Rows { .. } => "rows",
+                        Rhs::Panels(_) => "panels",
+                    };
+                    let at = format!("{path:?} {layout} {m}x{n}x{k} t={transposed}");
                     assert_eq!(bits(&c), bits(&want), "{at}");
                     for (got, want) in fused.iter().zip([&sig_ref, &act_ref]) {
                         assert_eq!(bits(got), bits(want), "bias + SiLU, {at}");

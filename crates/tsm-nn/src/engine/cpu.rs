@@ -5,7 +5,7 @@ use candle::{Device, Tensor};
 
 use super::pair::Pair;
 use super::NamedState;
-use crate::kernels::{self, gemm, Lhs};
+use crate::kernels::{self, gemm, panel_index, panels_len, Lhs, Rhs};
 use crate::loss::{Batch, MixTargets};
 use crate::network::MlpConfig;
 use crate::optim::{adam_ema_update, AdamConfig};
@@ -35,6 +35,10 @@ struct LayerSlot {
     b: usize,
     fan_in: usize,
     fan_out: usize,
+    /// Offsets of `Wᵀ` in the forward buffer and of `W` in the backward one (both in
+    /// panels, [`kernels::Rhs::Panels`]).
+    fwd: usize,
+    bwd: usize,
 }
 
 /// The CPU engine with a hand-written backward (see the [engine module](crate::engine)).
@@ -46,10 +50,13 @@ pub struct CpuEngine {
     m: Vec<f32>,
     v: Vec<f32>,
     ema: Vec<f32>,
-    /// `Wᵀ` of every layer (`[fan_in, fan_out]`, at the layer's offset), the right factor of
-    /// the forward products, shared by both halves: always that of `theta` (written at
-    /// construction and right after every update).
+    /// `Wᵀ` (`[fan_in, fan_out]`) of every layer, the right factor of the forward products,
+    /// and `W` (`[fan_out, fan_in]`) of every layer above the first, that of the input
+    /// gradients, both in panels ([`Rhs::Panels`]) at the layer's `fwd` and `bwd` offsets and
+    /// shared by both halves: always those of `theta` (written at construction and right
+    /// after every update).
     wt: Vec<f32>,
+    wp: Vec<f32>,
     /// Buffers of the two half-batches, kept across steps so that a step allocates nothing.
     scratch: Box<[Scratch; 2]>,
     /// The same for [`CpuEngine::loss`], which takes `&self` (a second, concurrent call
@@ -86,6 +93,7 @@ struct Net<'a> {
     slots: &'a [LayerSlot],
     theta: &'a [f32],
     wt: &'a [f32],
+    wp: &'a [f32],
 }
 
 fn flatten(named: &[(String, Tensor)]) -> Result<Vec<f32>> {
@@ -96,32 +104,35 @@ fn flatten(named: &[(String, Tensor)]) -> Result<Vec<f32>> {
     Ok(out)
 }
 
-/// Writes the part `wt[offset..offset + wt.len()]` of `Wᵀ` of every layer of `theta` (the
-/// transposed layer at the layer's own offset, `[fan_in, fan_out]`; the bias entries are left
-/// alone), in 16 × 16 blocks so that both the reads and the writes stay within a few cache
-/// lines. Two threads fill the two halves of the buffer at once.
-fn transpose_weights(slots: &[LayerSlot], theta: &[f32], wt: &mut [f32], offset: usize) {
+/// Writes `Wᵀ` of every layer of `theta` into `wt` in panels, in 16 × 16 blocks so that both
+/// the reads and the writes stay within a few cache lines (the panels' padding is left at 0).
+fn pack_forward(slots: &[LayerSlot], theta: &[f32], wt: &mut [f32]) {
     const B: usize = 16;
-    let end = offset + wt.len();
     for s in slots {
-        let size = s.fan_in * s.fan_out;
-        // The rows k of this layer's Wᵀ that meet [offset, end).
-        let (lo, hi) = (offset.max(s.w), end.min(s.w + size));
-        if lo >= hi {
-            continue;
-        }
-        let (k_lo, k_hi) = ((lo - s.w) / s.fan_out, (hi - s.w).div_ceil(s.fan_out));
-        let w = &theta[s.w..s.w + size];
-        for k0 in (k_lo..k_hi).step_by(B) {
-            for o0 in (0..s.fan_out).step_by(B) {
+        let w = &theta[s.w..s.w + s.fan_in * s.fan_out];
+        let t = &mut wt[s.fwd..s.fwd + panels_len(s.fan_in, s.fan_out)];
+        for o0 in (0..s.fan_out).step_by(B) {
+            for k0 in (0..s.fan_in).step_by(B) {
                 for o in o0..(o0 + B).min(s.fan_out) {
-                    for k in k0..(k0 + B).min(k_hi) {
-                        let at = s.w + k * s.fan_out + o;
-                        if (lo..hi).contains(&at) {
-                            wt[at - offset] = w[o * s.fan_in + k];
-                        }
+                    for k in k0..(k0 + B).min(s.fan_in) {
+                        t[panel_index(s.fan_in, k, o)] = w[o * s.fan_in + k];
                     }
                 }
+            }
+        }
+    }
+}
+
+/// Writes `W` of every layer above the first into `wp` in panels (rows of `W` are copied in
+/// runs of a panel's width).
+fn pack_backward(slots: &[LayerSlot], theta: &[f32], wp: &mut [f32]) {
+    for s in slots.iter().skip(1) {
+        let w = &theta[s.w..s.w + s.fan_in * s.fan_out];
+        let t = &mut wp[s.bwd..s.bwd + panels_len(s.fan_out, s.fan_in)];
+        for (o, row) in w.chunks_exact(s.fan_in).enumerate() {
+            for (q, run) in row.chunks(kernels::PANEL).enumerate() {
+                let at = panel_index(s.fan_out, o, q * kernels::PANEL);
+                t[at..at + run.len()].copy_from_slice(run);
             }
         }
     }
@@ -215,7 +226,7 @@ impl CpuEngine {
     /// Shape mismatches with `cfg`.
     pub fn new(cfg: &MlpConfig, state: &NamedState, threads: usize) -> Result<Self> {
         let mut slots = Vec::new();
-        let mut off = 0;
+        let (mut off, mut fwd, mut bwd) = (0, 0, 0);
         for l in 0..=cfg.depth {
             let (fan_in, fan_out) = cfg.layer_shape(l);
             slots.push(LayerSlot {
@@ -223,8 +234,15 @@ impl CpuEngine {
                 b: off + fan_in * fan_out,
                 fan_in,
                 fan_out,
+                fwd,
+                bwd,
             });
             off += fan_in * fan_out + fan_out;
+            fwd += panels_len(fan_in, fan_out);
+            // The first layer's input gradient is never needed.
+            if l > 0 {
+                bwd += panels_len(fan_out, fan_in);
+            }
         }
         let theta = flatten(&state.params)?;
         // A mix_learned state ends with the learned weight's coefficients.
@@ -255,8 +273,9 @@ impl CpuEngine {
                 ema.len()
             )));
         }
-        let mut wt = vec![0.0; theta.len()];
-        transpose_weights(&slots, &theta, &mut wt, 0);
+        let (mut wt, mut wp) = (vec![0.0; fwd], vec![0.0; bwd]);
+        pack_forward(&slots, &theta, &mut wt);
+        pack_backward(&slots, &theta, &mut wp);
         Ok(Self {
             cfg: *cfg,
             slots,
@@ -265,6 +284,7 @@ impl CpuEngine {
             ema,
             theta,
             wt,
+            wp,
             scratch: Default::default(),
             eval_scratch: Default::default(),
             pair,
@@ -312,8 +332,7 @@ impl CpuEngine {
                 s.fan_out,
                 s.fan_in,
                 rows(input, s.fan_in),
-                &net.wt[s.w..],
-                s.fan_out,
+                Rhs::Panels(&net.wt[s.fwd..]),
                 &net.theta[s.b..s.b + s.fan_out],
                 sig,
                 act,
@@ -333,8 +352,7 @@ impl CpuEngine {
             d,
             out.fan_in,
             rows(last, out.fan_in),
-            &net.wt[out.w..],
-            d,
+            Rhs::Panels(&net.wt[out.fwd..]),
             &mut ws.f,
             d,
         );
@@ -395,8 +413,10 @@ impl CpuEngine {
             out.fan_in,
             n,
             columns(&ws.df, d),
-            last,
-            out.fan_in,
+            Rhs::Rows {
+                data: last,
+                ld: out.fan_in,
+            },
             &mut grad[out.w..],
             out.fan_in,
         );
@@ -413,8 +433,7 @@ impl CpuEngine {
             out.fan_in,
             d,
             rows(&ws.df, d),
-            &net.theta[out.w..],
-            out.fan_in,
+            Rhs::Panels(&net.wp[out.bwd..]),
             &ws.act[depth - 1],
             &ws.sig[depth - 1],
             &mut ws.dz,
@@ -431,8 +450,10 @@ impl CpuEngine {
                 s.fan_in,
                 n,
                 columns(&ws.dz, s.fan_out),
-                input,
-                s.fan_in,
+                Rhs::Rows {
+                    data: input,
+                    ld: s.fan_in,
+                },
                 &mut grad[s.w..],
                 s.fan_in,
             );
@@ -446,8 +467,7 @@ impl CpuEngine {
                     s.fan_in,
                     s.fan_out,
                     rows(&ws.dz, s.fan_out),
-                    &net.theta[s.w..],
-                    s.fan_in,
+                    Rhs::Panels(&net.wp[s.bwd..]),
                     &ws.act[l - 1],
                     &ws.sig[l - 1],
                     &mut ws.dz_below,
@@ -493,6 +513,7 @@ impl CpuEngine {
             slots: &self.slots,
             theta: &self.theta,
             wt: &self.wt,
+            wp: &self.wp,
         };
         match self.eval_scratch.try_lock() {
             Ok(mut scratch) => Self::halves(net, &mut scratch, self.pair.as_ref(), b, false),
@@ -507,7 +528,8 @@ impl CpuEngine {
     pub fn step(&mut self, b: &Batch, adam: &AdamConfig, step: u64) -> Result<f64> {
         let loss = self.gradient(b, step)?;
         // Both threads update half of the parameters (the update is elementwise, so the
-        // split changes no bit), then each transposes half of the new `Wᵀ` for the next step.
+        // split changes no bit), then one packs the new `Wᵀ` for the next step's forward
+        // products and the other the new `W` for its input gradients.
         let mid = self.theta.len() / 2;
         let [first, second] = &mut *self.scratch;
         let (g1, g2) = first.grad.split_at_mut(mid);
@@ -539,18 +561,17 @@ impl CpuEngine {
         };
         let (slots, pair) = (&self.slots, self.pair.as_ref());
         fork(pair, || lower.run(adam, step), || upper.run(adam, step));
-        let (w1, w2) = self.wt.split_at_mut(mid);
-        let theta = &self.theta;
+        let (theta, wt, wp) = (&self.theta, &mut self.wt, &mut self.wp);
         fork(
             pair,
-            || transpose_weights(slots, theta, w1, 0),
-            || transpose_weights(slots, theta, w2, mid),
+            || pack_forward(slots, theta, wt),
+            || pack_backward(slots, theta, wp),
         );
         Ok(loss)
     }
 
     /// [`step`](Self::step), with `meanwhile(loss)` run on the calling thread while the
-    /// helper thread applies the whole update (Adam + EMA, then the weight transpose): the
+    /// helper thread applies the whole update (Adam + EMA, then packing the weights): the
     /// trainer reports the step and draws the next batch there, so that the two serial parts
     /// of a step overlap. The same bits as `step`. `meanwhile` runs once the loss is known
     /// to be finite (without a helper thread, after the update); returns the loss and
@@ -577,11 +598,12 @@ impl CpuEngine {
             v: &mut self.v,
             ema: &mut self.ema,
         };
-        let (slots, wt) = (&self.slots, &mut self.wt);
+        let (slots, wt, wp) = (&self.slots, &mut self.wt, &mut self.wp);
         let apply = move || {
             let mut all = all;
             all.run(adam, step);
-            transpose_weights(slots, all.theta, wt, 0);
+            pack_forward(slots, all.theta, wt);
+            pack_backward(slots, all.theta, wp);
         };
         let out = match &self.pair {
             Some(pair) => pair.join(|| meanwhile(loss), apply).0,
@@ -601,6 +623,7 @@ impl CpuEngine {
             slots: &self.slots,
             theta: &self.theta,
             wt: &self.wt,
+            wp: &self.wp,
         };
         let loss = Self::halves(net, &mut self.scratch, self.pair.as_ref(), b, true)?;
         if !loss.is_finite() {
