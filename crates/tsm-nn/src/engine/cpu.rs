@@ -615,8 +615,9 @@ impl CpuEngine {
         Ok((loss, out))
     }
 
-    /// The loss of `b` and the summed gradient of its two halves (in `scratch[0].grad` and
-    /// `scratch[1].grad`); [`Error::NonFiniteLoss`] naming `step` for a non-finite loss.
+    /// The loss of `b` and the gradients of its two halves (in `scratch[0].grad` and
+    /// `scratch[1].grad`, which the update sums); [`Error::NonFiniteLoss`] naming `step` for a
+    /// non-finite loss.
     fn gradient(&mut self, b: &Batch, step: u64) -> Result<f64> {
         let net = Net {
             cfg: &self.cfg,
@@ -679,6 +680,12 @@ mod tests {
     /// The flat parameters, EMA and moments of `steps` Adam steps on the same batches with
     /// `threads` threads.
     fn train(threads: usize, steps: u64) -> Vec<u32> {
+        train_with(threads, steps, false)
+    }
+
+    /// As [`train`], through [`CpuEngine::step_and`] (the update on the helper thread while
+    /// the caller runs a closure) when `overlapped`.
+    fn train_with(threads: usize, steps: u64, overlapped: bool) -> Vec<u32> {
         let target = named::eight_modes();
         let model = ModelConfig {
             mlp: MlpConfig {
@@ -698,9 +705,16 @@ mod tests {
         for step in 1..=steps {
             // An odd batch: the halves have different sizes.
             let batch = sampler.sample(&mut rng, 77, None).expect("batch");
-            engine
-                .step(&batch, &AdamConfig::default(), step)
-                .expect("step");
+            if overlapped {
+                let (_, seen) = engine
+                    .step_and(&batch, &AdamConfig::default(), step, |loss| loss)
+                    .expect("step");
+                assert!(seen.is_finite());
+            } else {
+                engine
+                    .step(&batch, &AdamConfig::default(), step)
+                    .expect("step");
+            }
         }
         let state = engine.state().expect("state");
         [state.params(), state.ema(), state.adam_m(), state.adam_v()]
@@ -713,6 +727,16 @@ mod tests {
             })
             .map(f32::to_bits)
             .collect()
+    }
+
+    #[test]
+    fn the_overlapped_update_gives_the_bits_of_the_split_one() {
+        for threads in [1, 2] {
+            assert!(
+                train_with(threads, 3, true) == train(1, 3),
+                "step_and with {threads} threads differs from step"
+            );
+        }
     }
 
     #[test]
