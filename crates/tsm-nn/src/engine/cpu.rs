@@ -192,6 +192,37 @@ impl Update<'_> {
     }
 }
 
+/// `dℓ/dz` of hidden layer `l` into `dz`, and its bias gradient into `grad`, from
+/// `upstream`, `dℓ/dz` of the layer above (`dℓ/dF` for the output layer):
+/// `dz = (upstream·W_above) ⊙ SiLU'(z_l)`, `db_l = Σ_rows dz`, in one pass over the product.
+fn backward_into(
+    net: Net<'_>,
+    l: usize,
+    upstream: &[f32],
+    act: &[Vec<f32>],
+    sig: &[Vec<f32>],
+    dz: &mut Vec<f32>,
+    grad: &mut [f32],
+) {
+    let (below, above) = (net.slots[l], net.slots[l + 1]);
+    let n = upstream.len() / above.fan_out;
+    fit(dz, n * below.fan_out);
+    let db = &mut grad[below.b..below.b + below.fan_out];
+    db.fill(0.0);
+    kernels::gemm_silu_backward(
+        n,
+        below.fan_out,
+        above.fan_out,
+        rows(upstream, above.fan_out),
+        Rhs::Panels(&net.wp[above.bwd..]),
+        &act[l],
+        &sig[l],
+        dz,
+        db,
+        below.fan_out,
+    );
+}
+
 /// Resizes `v` to `len` (reusing its allocation; the contents are overwritten by the caller).
 fn fit(v: &mut Vec<f32>, len: usize) {
     v.resize(len, 0.0);
@@ -404,52 +435,21 @@ impl CpuEngine {
         for (g, v) in grad[out.b + d..].iter_mut().zip(&dc) {
             *g = *v as f32;
         }
-        // Output layer: db = Σ_rows dF, dW = dFᵀ·a, da = dF·W.
+        // The output layer's bias: db = Σ_rows dF.
         for j in 0..d {
             grad[out.b + j] = ws.df.iter().skip(j).step_by(d).sum();
         }
-        gemm(
-            d,
-            out.fan_in,
-            n,
-            columns(&ws.df, d),
-            Rhs::Rows {
-                data: last,
-                ld: out.fan_in,
-            },
-            &mut grad[out.w..],
-            out.fan_in,
-        );
-        if depth == 0 {
-            return Ok(loss);
-        }
-        // dℓ/dz of the top hidden layer: (dF·W) ⊙ SiLU'(z), and its db, in one pass.
-        let top = net.slots[depth - 1];
-        fit(&mut ws.dz, n * top.fan_out);
-        let db = &mut grad[top.b..top.b + top.fan_out];
-        db.fill(0.0);
-        kernels::gemm_silu_backward(
-            n,
-            out.fan_in,
-            d,
-            rows(&ws.df, d),
-            Rhs::Panels(&net.wp[out.bwd..]),
-            &ws.act[depth - 1],
-            &ws.sig[depth - 1],
-            &mut ws.dz,
-            db,
-            out.fan_in,
-        );
-        for l in (0..depth).rev() {
+        // From the output layer down: dW = (dℓ/dz)ᵀ·input, and (above the first layer) the
+        // layer below's dz = (dz·W) ⊙ SiLU'(z) with its db; the output layer's dℓ/dz is dF.
+        for l in (0..=depth).rev() {
             let s = net.slots[l];
             let input = if l == 0 { &ws.h0 } else { &ws.act[l - 1] };
-            // dW = dzᵀ·input, and (below the first layer) the layer below's
-            // dz = (dz·W) ⊙ SiLU'(z) with its db.
+            let upstream = if l == depth { &ws.df } else { &ws.dz };
             gemm(
                 s.fan_out,
                 s.fan_in,
                 n,
-                columns(&ws.dz, s.fan_out),
+                columns(upstream, s.fan_out),
                 Rhs::Rows {
                     data: input,
                     ld: s.fan_in,
@@ -458,21 +458,14 @@ impl CpuEngine {
                 s.fan_in,
             );
             if l > 0 {
-                let below = net.slots[l - 1];
-                fit(&mut ws.dz_below, n * s.fan_in);
-                let db = &mut grad[below.b..below.b + below.fan_out];
-                db.fill(0.0);
-                kernels::gemm_silu_backward(
-                    n,
-                    s.fan_in,
-                    s.fan_out,
-                    rows(&ws.dz, s.fan_out),
-                    Rhs::Panels(&net.wp[s.bwd..]),
-                    &ws.act[l - 1],
-                    &ws.sig[l - 1],
+                backward_into(
+                    net,
+                    l - 1,
+                    upstream,
+                    &ws.act,
+                    &ws.sig,
                     &mut ws.dz_below,
-                    db,
-                    s.fan_in,
+                    grad,
                 );
                 std::mem::swap(&mut ws.dz, &mut ws.dz_below);
             }
@@ -480,7 +473,8 @@ impl CpuEngine {
         Ok(loss)
     }
 
-    /// Loss and summed gradient (into `scratch[0].grad`) of both half-batches of `b`.
+    /// Loss of both half-batches of `b`, and (with `want_grad`) their gradients in each
+    /// half's `grad`, which the update sums.
     fn halves(
         net: Net<'_>,
         scratch: &mut [Scratch; 2],
