@@ -3,14 +3,13 @@
 //! recover the exact score `∇log p_Y` of a bridge between Gaussian mixtures, for every `α`
 //! of the range at once (the network's time input is `α`).
 
+mod common;
+
 use tsm_core::bridge::BridgeIdentity;
-use tsm_core::identity::ScoreIdentity;
-use tsm_core::weighting::{TimeRange, Weighting};
+use tsm_core::weighting::TimeRange;
 use tsm_nn::bridge::{score_error, BridgeBatches, BridgeTrainer};
 use tsm_nn::candle::Device;
-use tsm_nn::loss::{LossConfig, TargetVariances};
-use tsm_nn::optim::AdamConfig;
-use tsm_nn::{MlpConfig, ModelConfig, TrainConfig, Trainer, TrainerOptions};
+use tsm_nn::{Trainer, TrainerOptions};
 use tsm_targets::GaussianMixture;
 
 fn ends() -> (GaussianMixture, GaussianMixture) {
@@ -21,39 +20,6 @@ fn ends() -> (GaussianMixture, GaussianMixture) {
     )
     .expect("p0");
     (p0, GaussianMixture::gaussian(2, 1.0).expect("p1"))
-}
-
-fn config(steps: u64) -> TrainConfig {
-    let loss = LossConfig::new(
-        ScoreIdentity::Tsi,
-        Weighting::Uniform,
-        &TargetVariances::new(1.0, None).expect("variances"),
-    )
-    .expect("loss")
-    .with_range(TimeRange::new(0.05, 0.95).expect("range"));
-    let model = ModelConfig {
-        mlp: MlpConfig {
-            dim: 2,
-            hidden: 32,
-            depth: 3,
-            embedding_dim: 16,
-            time_scale: 1000.0,
-            condition_dim: 0,
-        },
-        ..ModelConfig::default()
-    };
-    TrainConfig {
-        batch: 256,
-        steps,
-        seed: 11,
-        checkpoint_every: 0,
-        adam: AdamConfig {
-            lr: 3e-3,
-            ema_decay: 0.99,
-            ..Default::default()
-        },
-        ..TrainConfig::new("bridge", model, loss)
-    }
 }
 
 /// `α ∈ {0.1, 0.2, …, 0.9}`.
@@ -79,7 +45,12 @@ fn bridge_tsm_and_dsm_learn_the_exact_bridge_score() {
         (BridgeIdentity::Sum, 0.1),
         (BridgeIdentity::Dsi, 0.1),
     ] {
-        let cfg = config(2000);
+        let cfg = common::plain_config(
+            "bridge",
+            11,
+            2000,
+            Some(TimeRange::new(0.05, 0.95).expect("range")),
+        );
         let src = BridgeBatches::new(&p0, &p1, noise_var, identity, &cfg).expect("batches");
         let mut t: BridgeTrainer<'_, _, _> =
             Trainer::with_source(cfg, src, &dev, TrainerOptions::with_threads(1)).expect("trainer");

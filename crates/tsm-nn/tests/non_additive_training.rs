@@ -2,50 +2,16 @@
 //! Score Matching*, Prop. 3.1, eq. 10) recover the exact score of the warped and the
 //! multiplicative log-normal test models.
 
+mod common;
+
 use rand::Rng;
-use tsm_core::identity::ScoreIdentity;
 use tsm_core::noise_model::{LogNormal, NoiseModel, Warped};
 use tsm_core::target::{Dim, Sample, Score};
-use tsm_core::weighting::Weighting;
 use tsm_nn::candle::Device;
-use tsm_nn::loss::{LossConfig, TargetVariances};
 use tsm_nn::non_additive::{score_error, NoisedBatches, NoisedTrainer, NonAdditiveLoss};
-use tsm_nn::optim::AdamConfig;
-use tsm_nn::{MlpConfig, ModelConfig, TrainConfig, Trainer, TrainerOptions};
+use tsm_nn::{Trainer, TrainerOptions};
 use tsm_targets::noise::{ExactNoisedModel, LogGaussianMixture, WarpedMixture};
 use tsm_targets::GaussianMixture;
-
-fn config(steps: u64) -> TrainConfig {
-    let loss = LossConfig::new(
-        ScoreIdentity::Tsi,
-        Weighting::Uniform,
-        &TargetVariances::new(1.0, None).expect("variances"),
-    )
-    .expect("loss");
-    let model = ModelConfig {
-        mlp: MlpConfig {
-            dim: 2,
-            hidden: 32,
-            depth: 3,
-            embedding_dim: 16,
-            time_scale: 1000.0,
-            condition_dim: 0,
-        },
-        ..ModelConfig::default()
-    };
-    TrainConfig {
-        batch: 256,
-        steps,
-        seed: 13,
-        checkpoint_every: 0,
-        adam: AdamConfig {
-            lr: 3e-3,
-            ema_decay: 0.99,
-            ..Default::default()
-        },
-        ..TrainConfig::new("non_additive", model, loss)
-    }
-}
 
 fn warped() -> WarpedMixture {
     let u = GaussianMixture::isotropic(
@@ -116,7 +82,7 @@ where
     N: NoiseModel,
 {
     let dev = Device::Cpu;
-    let cfg = config(STEPS);
+    let cfg = common::plain_config("non_additive", 13, STEPS, None);
     let src = NoisedBatches::new(target, noise, loss, &cfg).expect("batches");
     let mut t: NoisedTrainer<'_, T, N> =
         Trainer::with_source(cfg, src, &dev, TrainerOptions::with_threads(1)).expect("trainer");
