@@ -24,6 +24,36 @@ pub trait Choice: FromStr<Err = Error> + Display {
     const NAMES: &'static [&'static str];
 }
 
+/// The names `a` followed by `b` (`C = A + B`, checked when the constant is evaluated): the
+/// [`Choice::NAMES`] of a choice that extends another's names with its own.
+///
+/// ```
+/// const BASE: [&str; 2] = ["dsm", "tsm"];
+/// const ALL: [&str; 3] = tsm_core::choice::concat_names(BASE, ["ism"]);
+/// assert_eq!(ALL, ["dsm", "tsm", "ism"]);
+/// ```
+pub const fn concat_names<const A: usize, const B: usize, const C: usize>(
+    a: [&'static str; A],
+    b: [&'static str; B],
+) -> [&'static str; C] {
+    assert!(
+        A + B == C,
+        "concat_names: the result must hold exactly both lists"
+    );
+    let mut out = [""; C];
+    let mut i = 0;
+    while i < A {
+        out[i] = a[i];
+        i += 1;
+    }
+    let mut j = 0;
+    while j < B {
+        out[A + j] = b[j];
+        j += 1;
+    }
+    out
+}
+
 /// Parses `name` or `name=value`: returns `(name, Some(value))` for the second form.
 ///
 /// # Errors

@@ -332,9 +332,10 @@ impl ScoreIdentity {
     }
 }
 
-impl Choice for ScoreIdentity {
-    const KIND: &'static str = "loss";
-    const NAMES: &'static [&'static str] = &[
+impl ScoreIdentity {
+    /// The names [`Choice::NAMES`] lists, as an array that a choice extending the identities
+    /// (the training losses) builds on with [`crate::choice::concat_names`].
+    pub const NAME_LIST: [&'static str; 10] = [
         "dsi",
         "dsm",
         "tsi",
@@ -346,6 +347,11 @@ impl Choice for ScoreIdentity {
         "kappa_bar=V",
         "phillips",
     ];
+}
+
+impl Choice for ScoreIdentity {
+    const KIND: &'static str = "loss";
+    const NAMES: &'static [&'static str] = &Self::NAME_LIST;
 }
 
 impl FromStr for ScoreIdentity {

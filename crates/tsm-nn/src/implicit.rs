@@ -215,25 +215,19 @@ impl TrainLoss {
 
 impl Choice for TrainLoss {
     const KIND: &'static str = "loss";
-    const NAMES: &'static [&'static str] = &[
-        "dsi",
-        "dsm",
-        "tsi",
-        "tsm",
-        "mixture=W",
-        "kappa",
-        "kappa=V",
-        "kappa_bar",
-        "kappa_bar=V",
-        "phillips",
-        "ism",
-        "ism=hutchinson",
-        "ism=K",
-        "ssm",
-        "ssm=K",
-        "fdssm",
-        "fdssm=K",
-    ];
+    /// The identities' names, then the implicit losses'.
+    const NAMES: &'static [&'static str] = &tsm_core::choice::concat_names::<10, 7, 17>(
+        ScoreIdentity::NAME_LIST,
+        [
+            "ism",
+            "ism=hutchinson",
+            "ism=K",
+            "ssm",
+            "ssm=K",
+            "fdssm",
+            "fdssm=K",
+        ],
+    );
 }
 
 impl FromStr for TrainLoss {
