@@ -78,13 +78,8 @@
 //! }
 //! let mlp = MlpConfig { hidden: 32, depth: 2, embedding_dim: 16, ..MlpConfig::default() };
 //! let model = group_model_config(&circle, mlp, 0.05, 4.0)?; // heat times 0.0025 … 16
-//! let loss = LossConfig {
-//!     identity: ScoreIdentity::Tsi, // TSM; `Dsi` for DSM, `kappa_bar(v)` for the mixture
-//!     weighting: Weighting::Uniform,
-//!     sigma_data_sq: 1.0,
-//!     t_min: 0.0,
-//!     t_max: 1.0,
-//! };
+//! // TSM; `Dsi` for DSM, `kappa_bar(v)` for the mixture.
+//! let loss = group_loss_config(ScoreIdentity::Tsi);
 //! let cfg = TrainConfig { steps: 200, batch: 128, ..TrainConfig::new("von_mises", model, loss) };
 //! let batches = GroupBatches::new(circle, data, Some(&target), &cfg)?;
 //! let mut trainer =
@@ -119,11 +114,11 @@ use tsm_core::lie::torus::{wrap, Torus, TorusPoint, WrappedNormal};
 use tsm_core::lie::{LieError, LieGroup};
 use tsm_core::rng::normal;
 use tsm_core::schedule::{AnySchedule, Schedule, Ve};
-use tsm_core::weighting::{NormalisedWeighting, TimeRange};
+use tsm_core::weighting::{NormalisedWeighting, TimeRange, Weighting};
 use tsm_core::ScoreError;
 use tsm_targets::lie::{So3Mixture, TorusMixture};
 
-use crate::loss::{Batch, BatchSource};
+use crate::loss::{Batch, BatchSource, LossConfig};
 use crate::network::{Conditioning, MlpConfig, ModelConfig, ScoreModel, Standardisation};
 use crate::precond::Parameterisation;
 use crate::{Error, Result, TrainConfig};
@@ -258,6 +253,19 @@ pub fn heat_schedule(model: &ModelConfig) -> Result<Ve> {
         other => Err(Error::config(format!(
             "a group score model needs the ve schedule (heat time σ_t²), got `{other}`"
         ))),
+    }
+}
+
+/// The loss configuration of a run on a group: `identity` with uniform weighting over the
+/// whole heat-time range `t ∈ [0, 1]` (`σ_data² = 1`: the group models use the plain score
+/// output, which does not read it).
+pub fn group_loss_config(identity: ScoreIdentity) -> LossConfig {
+    LossConfig {
+        identity,
+        weighting: Weighting::Uniform,
+        sigma_data_sq: 1.0,
+        t_min: 0.0,
+        t_max: 1.0,
     }
 }
 
@@ -613,10 +621,8 @@ impl<G: GroupDiffusion> GroupScore<G> for GroupModelScore<G> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::loss::LossConfig;
     use crate::{Trainer, TrainerOptions};
     use tsm_core::lie::so3::exp;
-    use tsm_core::weighting::Weighting;
 
     fn torus_target() -> TorusMixture {
         TorusMixture::new(
@@ -638,14 +644,7 @@ mod tests {
 
     fn config<G: GroupDiffusion>(group: &G, identity: ScoreIdentity, steps: u64) -> TrainConfig {
         let model = group_model_config(group, small_mlp(), 0.05, 4.0).expect("model");
-        let loss = LossConfig {
-            identity,
-            weighting: Weighting::Uniform,
-            sigma_data_sq: 1.0,
-            t_min: 0.0,
-            t_max: 1.0,
-        };
-        let mut cfg = TrainConfig::new("lie:test", model, loss);
+        let mut cfg = TrainConfig::new("lie:test", model, group_loss_config(identity));
         cfg.batch = 128;
         cfg.steps = steps;
         cfg.seed = 3;

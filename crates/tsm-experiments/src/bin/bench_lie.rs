@@ -22,7 +22,9 @@ use tsm_experiments::bench::report_repeats;
 use tsm_experiments::cli::count;
 use tsm_experiments::training::tune_cpu;
 use tsm_nn::candle::Device;
-use tsm_nn::lie::{group_model_config, GroupBatches, GroupDiffusion, GroupTargetScore};
+use tsm_nn::lie::{
+    group_loss_config, group_model_config, GroupBatches, GroupDiffusion, GroupTargetScore,
+};
 use tsm_nn::loss::LossConfig;
 use tsm_nn::{MlpConfig, ModelConfig, TrainConfig, Trainer, TrainerOptions};
 use tsm_targets::lie::{So3Mixture, TorusMixture};
@@ -50,13 +52,7 @@ fn group_trainer<G: GroupDiffusion>(
     steps: u64,
 ) -> Result<Trainer<'static, (), GroupBatches<G>>> {
     let model = group_model_config(&group, MlpConfig::default(), 0.05, 4.0)?;
-    let loss = LossConfig {
-        identity,
-        weighting: Weighting::Uniform,
-        sigma_data_sq: 1.0,
-        t_min: 0.0,
-        t_max: 1.0,
-    };
+    let loss = group_loss_config(identity);
     let cfg = TrainConfig {
         steps,
         checkpoint_every: 0,

@@ -33,7 +33,6 @@ use tsm_core::lie::so3::{exp, Rotation, So3};
 use tsm_core::lie::torus::{Torus, TorusPoint};
 use tsm_core::lie::LieGroup;
 use tsm_core::schedule::{Schedule, Ve};
-use tsm_core::weighting::Weighting;
 use tsm_experiments::cli::count;
 use tsm_experiments::output::RunTimer;
 use tsm_experiments::plot::{save_svg_png, Panel, PanelGrid, Series};
@@ -41,9 +40,9 @@ use tsm_experiments::training::tune_cpu;
 use tsm_experiments::{init_tracing, FigureArgs, OutputDir};
 use tsm_nn::candle::Device;
 use tsm_nn::lie::{
-    group_model_config, heat_grid, GroupBatches, GroupDiffusion, GroupModelScore, GroupTargetScore,
+    group_loss_config, group_model_config, heat_grid, GroupBatches, GroupDiffusion,
+    GroupModelScore, GroupTargetScore,
 };
-use tsm_nn::loss::LossConfig;
 use tsm_nn::mmd::{median_bandwidth, mmd2_unbiased};
 use tsm_nn::optim::AdamConfig;
 use tsm_nn::{MlpConfig, TrainConfig, Trainer, TrainerOptions};
@@ -443,13 +442,7 @@ fn training_rows<T: Exact>(
     .into_iter()
     .enumerate()
     {
-        let loss = LossConfig {
-            identity,
-            weighting: Weighting::Uniform,
-            sigma_data_sq: 1.0,
-            t_min: 0.0,
-            t_max: 1.0,
-        };
+        let loss = group_loss_config(identity);
         let cfg = TrainConfig {
             adam: AdamConfig {
                 lr: sizes.lr,
