@@ -49,10 +49,11 @@
 //! use tsm_core::lie::sampler::{geodesic_random_walk, haar_draws};
 //! use tsm_core::lie::torus::{Torus, TorusPoint};
 //! use tsm_core::lie::LieError;
-//! use tsm_core::weighting::Weighting;
 //! use tsm_nn::candle::Device;
-//! use tsm_nn::lie::{group_model_config, heat_grid, GroupBatches, GroupModelScore, GroupTargetScore};
-//! use tsm_nn::loss::LossConfig;
+//! use tsm_nn::lie::{
+//!     group_loss_config, group_model_config, heat_grid, GroupBatches, GroupModelScore,
+//!     GroupTargetScore,
+//! };
 //! use tsm_nn::{MlpConfig, TrainConfig, Trainer, TrainerOptions};
 //! use rand::Rng;
 //!
