@@ -2,13 +2,15 @@
 //! docs/conventions.md with the documented columns, complete and finite, and the same seed
 //! gives the same CSV bytes whatever the thread count.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::{assert_nonempty, assert_same_bytes, read_records};
+
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tsm-bridge-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+    common::scratch("tsm-bridge", name)
 }
 
 fn run(out: &Path, threads: usize) {
@@ -26,37 +28,24 @@ fn run(out: &Path, threads: usize) {
     );
 }
 
-fn rows(path: &Path) -> (Vec<String>, Vec<csv::StringRecord>) {
-    let mut reader = csv::Reader::from_path(path).expect("csv");
-    let header = reader
-        .headers()
-        .expect("header")
-        .iter()
-        .map(String::from)
-        .collect();
-    (header, reader.records().map(|r| r.expect("row")).collect())
-}
-
 #[test]
 fn quick_run_is_complete_finite_and_reproducible() {
     let (a, b) = (scratch("a"), scratch("b"));
     run(&a, 2);
     run(&b, 1);
-    for file in [
-        "bridge.csv",
-        "bridge_training.csv",
-        "bridge.svg",
-        "bridge.png",
-        "bridge.json",
-    ] {
-        let meta = std::fs::metadata(a.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
-        assert!(meta.len() > 0, "{file} is empty");
-    }
+    assert_nonempty(
+        &a,
+        &[
+            "bridge.csv",
+            "bridge_training.csv",
+            "bridge.svg",
+            "bridge.png",
+            "bridge.json",
+        ],
+    );
+    // Same seed, different thread count (2 in `a`, 1 in `b`): the same bytes.
     for csv in ["bridge.csv", "bridge_training.csv"] {
-        assert!(
-            std::fs::read(a.join(csv)).expect("a") == std::fs::read(b.join(csv)).expect("b"),
-            "{csv}: same seed, different thread count, different bytes"
-        );
+        assert_same_bytes(&a, &b, csv);
     }
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(a.join("bridge.json")).expect("json")).expect("json");
@@ -64,7 +53,7 @@ fn quick_run_is_complete_finite_and_reproducible() {
         assert!(json.get(key).is_some(), "bridge.json lacks {key}");
     }
 
-    let (header, variance) = rows(&a.join("bridge.csv"));
+    let (header, variance) = read_records(&a.join("bridge.csv"));
     assert_eq!(
         header,
         ["s2", "alpha", "estimator", "variance", "variance_se"]
@@ -91,7 +80,7 @@ fn quick_run_is_complete_finite_and_reproducible() {
     assert!(at("0.01", "0.1", "(12) x0") > 100.0 * at("0.01", "0.1", "(13) x1"));
     assert!(at("0.01", "0.9", "(13) x1") > 10.0 * at("0.01", "0.9", "(12) x0"));
 
-    let (header, training) = rows(&a.join("bridge_training.csv"));
+    let (header, training) = read_records(&a.join("bridge_training.csv"));
     assert_eq!(
         header,
         [

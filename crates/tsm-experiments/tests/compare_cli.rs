@@ -1,6 +1,8 @@
 //! `compare_losses --quick` (cargo xtask reproduce-compare --quick): the table's files and
 //! the checks its rows can fail.
 
+mod common;
+
 use std::process::Command;
 
 fn csv_rows(path: &std::path::Path) -> Vec<std::collections::HashMap<String, String>> {
@@ -20,8 +22,7 @@ fn csv_rows(path: &std::path::Path) -> Vec<std::collections::HashMap<String, Str
 
 #[test]
 fn quick_comparison_writes_its_table_and_the_exact_score_row_is_exact() {
-    let dir = std::env::temp_dir().join(format!("tsm-compare-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = common::scratch("tsm-compare", "quick");
     let out = Command::new(env!("CARGO_BIN_EXE_compare_losses"))
         .args(["--quick", "--out"])
         .arg(&dir)

@@ -7,6 +7,8 @@
 //! The delays come from a fixed-seed generator, so the test is repeatable up to the machine's
 //! timing (which only moves where the kills land, not what must hold).
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -18,9 +20,7 @@ use tsm_nn::{checkpoint, Trainer, TrainerOptions};
 const STEPS: u64 = 200;
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tsm-fault-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+    common::scratch("tsm-fault", name)
 }
 
 fn train_command(out: &Path, resume: bool) -> Command {
@@ -165,13 +165,8 @@ fn killed_training_leaves_checkpoints_that_load_and_resume_bit_identically() {
     );
     let read = |d: &Path| std::fs::read_to_string(d.join("loss.csv")).expect("loss.csv");
     assert_eq!(read(&dir), read(&straight), "loss.csv, byte for byte");
-    let mut names: Vec<String> = std::fs::read_dir(&dir)
-        .expect("dir")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
     assert_eq!(
-        names,
+        common::files(&dir),
         [
             "checkpoint.json".to_owned(),
             "loss.csv".to_owned(),

@@ -1,36 +1,16 @@
 //! `fig5_training --quick` runs end to end and writes the files of docs/conventions.md with the documented
 //! columns, one row per (loss, evaluation step), all values finite.
 
-use std::path::PathBuf;
-use std::process::Command;
+mod common;
 
-fn scratch() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tsm-fig5-quick-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
+use common::{assert_outputs, read_records, run_quick, scratch};
 
 #[test]
 fn quick_run_writes_csv_svg_png_json() {
-    let out = scratch();
-    let status = Command::new(env!("CARGO_BIN_EXE_fig5_training"))
-        .args(["--quick", "--out"])
-        .arg(&out)
-        .env("RUST_LOG", "warn")
-        .status()
-        .expect("run fig5_training");
-    assert!(status.success(), "fig5_training --quick failed: {status}");
-    for file in ["fig5.csv", "fig5.svg", "fig5.png", "fig5.json"] {
-        let meta = std::fs::metadata(out.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
-        assert!(meta.len() > 0, "{file} is empty");
-    }
-    let mut reader = csv::Reader::from_path(out.join("fig5.csv")).expect("csv");
-    let header: Vec<String> = reader
-        .headers()
-        .expect("header")
-        .iter()
-        .map(String::from)
-        .collect();
+    let out = scratch("tsm-fig5", "quick");
+    run_quick(env!("CARGO_BIN_EXE_fig5_training"), &out);
+    assert_outputs(&out, "fig5");
+    let (header, rows) = read_records(&out.join("fig5.csv"));
     assert_eq!(
         header,
         [
@@ -47,7 +27,6 @@ fn quick_run_writes_csv_svg_png_json() {
             "train_seconds"
         ]
     );
-    let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.expect("row")).collect();
     // --quick: 300 steps, evaluated every 15 → 4 losses × (step 0 + 20 evaluations).
     assert_eq!(rows.len(), 4 * 21);
     for loss in ["dsm", "tsm", "kappa", "kappa_bar"] {

@@ -3,13 +3,15 @@
 //! `--easy-mixture-sd`, Fig. 1's variance-optimal weight, completeness and finiteness, and
 //! byte-for-byte reproducibility with the same seed (also across thread counts).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::{assert_same_bytes, read_records};
+
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tsm-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+    common::scratch("tsm-test", name)
 }
 
 fn run(bin: &str, out: &Path, extra: &[&str], threads: Option<usize>) -> std::process::Output {
@@ -27,13 +29,9 @@ fn run(bin: &str, out: &Path, extra: &[&str], threads: Option<usize>) -> std::pr
     output
 }
 
+/// [`common::assert_outputs`], then the PNG's signature and the JSON's keys.
 fn assert_outputs(dir: &Path, stem: &str) {
-    for ext in ["csv", "svg", "png", "json"] {
-        let path = dir.join(format!("{stem}.{ext}"));
-        let meta =
-            std::fs::metadata(&path).unwrap_or_else(|_| panic!("missing {}", path.display()));
-        assert!(meta.len() > 0, "{} is empty", path.display());
-    }
+    common::assert_outputs(dir, stem);
     let png = std::fs::read(dir.join(format!("{stem}.png"))).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
     let json: serde_json::Value =
@@ -50,20 +48,11 @@ fn fig2_quick_has_the_fixed_columns_is_complete_and_reproducible() {
     run(bin, &a, &["--quick", "--seed", "3"], Some(2));
     run(bin, &b, &["--quick", "--seed", "3"], Some(1));
     assert_outputs(&a, "fig2");
+    // Same seed, different thread count (2 in `a`, 1 in `b`): the same bytes.
+    assert_same_bytes(&a, &b, "fig2.csv");
     let csv_a = std::fs::read(a.join("fig2.csv")).unwrap();
-    let csv_b = std::fs::read(b.join("fig2.csv")).unwrap();
-    assert!(
-        csv_a == csv_b,
-        "same seed, different thread count: CSVs differ"
-    );
 
-    let mut reader = csv::Reader::from_reader(csv_a.as_slice());
-    let header: Vec<String> = reader
-        .headers()
-        .unwrap()
-        .iter()
-        .map(str::to_owned)
-        .collect();
+    let (header, rows) = read_records(&a.join("fig2.csv"));
     // The columns of docs/conventions.md, then the exact ones (appended, so that the first
     // five are what they always were).
     assert_eq!(
@@ -78,7 +67,6 @@ fn fig2_quick_has_the_fixed_columns_is_complete_and_reproducible() {
             "mse_exact"
         ]
     );
-    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
     let times = 19; // --quick: t = k/20, k = 1..19
     assert_eq!(rows.len(), 4 * 4 * times);
     let mut seen = std::collections::BTreeSet::new();

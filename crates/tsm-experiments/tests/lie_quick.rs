@@ -1,45 +1,26 @@
 //! `lie_figure --quick` runs end to end, writes CSV, SVG, PNG and JSON with the documented
 //! columns and every panel's rows, all values finite; the same seed gives the same CSV bytes.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
 
-fn scratch(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tsm-lie-quick-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
+use std::path::Path;
+
+use common::{assert_outputs, assert_same_bytes, read_records, run_quick, scratch};
 
 fn run(out: &Path) {
-    let status = Command::new(env!("CARGO_BIN_EXE_lie_figure"))
-        .args(["--quick", "--out"])
-        .arg(out)
-        .env("RUST_LOG", "warn")
-        .status()
-        .expect("run lie_figure");
-    assert!(status.success(), "lie_figure --quick failed: {status}");
+    run_quick(env!("CARGO_BIN_EXE_lie_figure"), out);
 }
 
 #[test]
 fn quick_run_writes_every_panel_reproducibly() {
-    let (a, b) = (scratch("a"), scratch("b"));
+    let (a, b) = (scratch("tsm-lie-quick", "a"), scratch("tsm-lie-quick", "b"));
     run(&a);
-    for file in ["lie.csv", "lie.svg", "lie.png", "lie.json"] {
-        let meta = std::fs::metadata(a.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
-        assert!(meta.len() > 0, "{file} is empty");
-    }
-    let mut reader = csv::Reader::from_path(a.join("lie.csv")).expect("csv");
-    let header: Vec<String> = reader
-        .headers()
-        .expect("header")
-        .iter()
-        .map(String::from)
-        .collect();
+    assert_outputs(&a, "lie");
+    let (header, rows) = read_records(&a.join("lie.csv"));
     assert_eq!(
         header,
         ["group", "panel", "series", "x", "value", "std_err"]
     );
-    let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.expect("row")).collect();
     let count = |g: &str, p: &str| rows.iter().filter(|r| &r[0] == g && &r[1] == p).count();
     for group in ["torus", "so3"] {
         // --quick: 8 times × 3 estimators; 300 steps evaluated at 0, 100, 200, 300 × 3 losses.
@@ -85,12 +66,9 @@ fn quick_run_writes_every_panel_reproducibly() {
             "{group} mix at t = 1"
         );
     }
+    // Same seed, same CSV bytes.
     run(&b);
-    assert_eq!(
-        std::fs::read(a.join("lie.csv")).expect("a"),
-        std::fs::read(b.join("lie.csv")).expect("b"),
-        "same seed, different CSV"
-    );
+    assert_same_bytes(&a, &b, "lie.csv");
     let _ = std::fs::remove_dir_all(&a);
     let _ = std::fs::remove_dir_all(&b);
 }

@@ -2,15 +2,14 @@
 //! format, both estimators, and the bad-input errors (a data file of the wrong dimension,
 //! non-finite values, a negative tolerance, an unknown estimator) naming the problem.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// A fresh folder per test (the tests run in parallel in one process).
 fn scratch(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tsm-likelihood-{}-{test}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch");
-    dir
+    common::scratch_created("tsm-likelihood", test)
 }
 
 fn trained(dir: &Path) -> PathBuf {

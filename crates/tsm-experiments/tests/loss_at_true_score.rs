@@ -7,13 +7,15 @@
 //! that the sample standard error is itself reliable; the others are heavy-tailed by design
 //! (that is the point of Fig. 4).
 
-use std::process::Command;
+mod common;
 
 use tsm_core::quadrature::integrate;
 use tsm_core::schedule::{AnySchedule, Cosine, Schedule};
 use tsm_core::weighting::{NormalisedWeighting, TimeRange, Weighting};
 use tsm_experiments::loss_distribution::{compute, Sizes, Summary};
 use tsm_targets::named;
+
+use common::{read_records, run_quick, scratch};
 
 #[test]
 fn mean_loss_at_the_true_score_is_the_irreducible_variance() {
@@ -69,14 +71,8 @@ fn mean_loss_at_the_true_score_is_the_irreducible_variance() {
 
 #[test]
 fn fig4_quick_writes_complete_finite_summaries() {
-    let dir = std::env::temp_dir().join(format!("tsm-test-{}-fig4", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let status = Command::new(env!("CARGO_BIN_EXE_fig4_loss_distribution"))
-        .args(["--quick", "--out"])
-        .arg(&dir)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let dir = scratch("tsm-test", "fig4");
+    run_quick(env!("CARGO_BIN_EXE_fig4_loss_distribution"), &dir);
     for f in [
         "fig4.csv",
         "fig4_histograms.csv",
@@ -86,15 +82,8 @@ fn fig4_quick_writes_complete_finite_summaries() {
     ] {
         assert!(dir.join(f).exists(), "missing {f}");
     }
-    let mut reader = csv::Reader::from_path(dir.join("fig4.csv")).unwrap();
-    let header: Vec<String> = reader
-        .headers()
-        .unwrap()
-        .iter()
-        .map(str::to_owned)
-        .collect();
+    let (header, rows) = read_records(&dir.join("fig4.csv"));
     assert_eq!(&header[..5], ["target", "loss", "weighting", "n", "mean"]);
-    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
     assert_eq!(rows.len(), 4 * 4 * 4);
     for r in &rows {
         assert_eq!(&r[3], "500", "{r:?}");

@@ -3,14 +3,16 @@
 //! checked before any work, divergence reported once, resume and output folders, sample
 //! outputs that do not clobber each other, readable messages, plain logs off a terminal.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::Command;
 
+use common::{files, stderr};
+
 /// A fresh folder per test (the tests run in parallel in one process).
 fn scratch(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tsm-train-cli-{}-{test}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+    common::scratch("tsm-train-cli", test)
 }
 
 fn train(args: &[&str], out: &PathBuf) -> std::process::Output {
@@ -34,12 +36,9 @@ fn sample(args: &[&str]) -> std::process::Output {
         .expect("run sample")
 }
 
-/// A small network, so that the debug binaries train fast.
+/// A small network, so that the debug binaries train fast (`common::SMALL` without
+/// `--threads 1`: these runs keep the default thread count).
 const SMALL: [&str; 6] = ["--hidden", "16", "--embedding-dim", "8", "--batch", "32"];
-
-fn stderr(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 fn stdout(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -50,25 +49,12 @@ fn record(dir: &std::path::Path) -> serde_json::Value {
         .expect("parse")
 }
 
-/// The file names in `dir`, sorted.
-fn files(dir: &std::path::Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .map(|r| {
-            r.map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
-}
-
 #[test]
 fn train_resume_sample() {
     let out = scratch("resume");
-    let small = ["--hidden", "16", "--embedding-dim", "8", "--batch", "32"];
     let first = train(
         &[
-            &small[..],
+            &SMALL[..],
             &[
                 "--loss",
                 "kappa_bar",
@@ -81,20 +67,10 @@ fn train_resume_sample() {
         .concat(),
         &out,
     );
-    assert!(
-        first.status.success(),
-        "{}",
-        String::from_utf8_lossy(&first.stderr)
-    );
-    let resumed = train(&[&small[..], &["--steps", "30", "--resume"]].concat(), &out);
-    assert!(
-        resumed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&resumed.stderr)
-    );
-    let record: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("checkpoint.json")).expect("json"))
-            .expect("parse");
+    assert!(first.status.success(), "{}", stderr(&first));
+    let resumed = train(&[&SMALL[..], &["--steps", "30", "--resume"]].concat(), &out);
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    let record = record(&out);
     assert_eq!(record["step"], 30);
     // The record holds the resolved loss: κ̄ with the eight-mode mixture's σ_mode² = 0.5².
     assert_eq!(record["config"]["loss"]["identity"], "kappa_bar=0.25");
@@ -120,7 +96,7 @@ fn train_resume_sample() {
         .env("RUST_LOG", "warn")
         .output()
         .expect("run sample");
-    assert!(s.status.success(), "{}", String::from_utf8_lossy(&s.stderr));
+    assert!(s.status.success(), "{}", stderr(&s));
     let text = std::fs::read_to_string(&samples).expect("samples");
     assert_eq!(text.lines().next(), Some("x1,x2"));
     assert_eq!(text.lines().count(), 201);
@@ -135,7 +111,7 @@ fn bad_flag_values_name_the_flag_and_the_choices() {
     let out = scratch("bad");
     let r = train(&["--loss", "hsm"], &out);
     assert_eq!(r.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&r.stderr);
+    let err = stderr(&r);
     assert!(
         err.contains("--loss")
             && err.contains("'hsm'")
@@ -147,7 +123,7 @@ fn bad_flag_values_name_the_flag_and_the_choices() {
     // A number out of range names the flag and the parameter.
     let r = train(&["--loss", "mixture=1.5"], &out);
     assert_eq!(r.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&r.stderr);
+    let err = stderr(&r);
     assert!(err.contains("--loss") && err.contains("weight"), "{err}");
     for (flag, value, names) in [
         (
@@ -166,7 +142,7 @@ fn bad_flag_values_name_the_flag_and_the_choices() {
     ] {
         let r = train(&[flag, value], &out);
         assert_eq!(r.status.code(), Some(2), "{flag} {value}");
-        let err = String::from_utf8_lossy(&r.stderr);
+        let err = stderr(&r);
         assert!(err.contains(flag) && err.contains(names), "{err}");
     }
     let r = train(&["--device", "cuda", "--steps", "1"], &out);
@@ -174,7 +150,7 @@ fn bad_flag_values_name_the_flag_and_the_choices() {
     // whether they were built with CUDA, whichever crate's feature turned it on.
     if !(tsm_nn::DeviceKind::Cuda { ordinal: 0 }).is_compiled() {
         assert!(!r.status.success());
-        let err = String::from_utf8_lossy(&r.stderr);
+        let err = stderr(&r);
         assert!(err.contains("--features"), "{err}");
     }
     let r = Command::new(env!("CARGO_BIN_EXE_sample"))
@@ -182,18 +158,17 @@ fn bad_flag_values_name_the_flag_and_the_choices() {
         .output()
         .expect("run sample");
     assert!(!r.status.success());
-    assert!(String::from_utf8_lossy(&r.stderr).contains("checkpoint"));
+    assert!(stderr(&r).contains("checkpoint"));
     let _ = std::fs::remove_dir_all(&out);
 }
 
 #[test]
 fn the_thread_count_does_not_change_the_bits_and_choices_reach_the_record() {
-    let small = ["--hidden", "16", "--embedding-dim", "8", "--batch", "32"];
     let run = |threads: &str| {
         let out = scratch(&format!("threads-{threads}"));
         let r = train(
             &[
-                &small[..],
+                &SMALL[..],
                 &[
                     "--threads",
                     threads,
@@ -210,10 +185,8 @@ fn the_thread_count_does_not_change_the_bits_and_choices_reach_the_record() {
             .concat(),
             &out,
         );
-        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-        let record: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(out.join("checkpoint.json")).expect("json"))
-                .expect("parse");
+        assert!(r.status.success(), "{}", stderr(&r));
+        let record = record(&out);
         let _ = std::fs::remove_dir_all(&out);
         record
     };
